@@ -1,0 +1,3 @@
+"""Kafka-native failure-recovery service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""One settings object, read from environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECOVERY_", extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RECOVERY_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    schema_registry_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCHEMA_REGISTRY_URL", "RECOVERY_SCHEMA_REGISTRY_URL"),
+    )
+    # Prepended to every topic name from topics/: lets several deployments (or test runs)
+    # share one cluster without seeing each other's records.
+    topic_prefix: str = ""
+    app_id: str = "recovery"
+    data_dir: Path = REPO_ROOT / "var"
+    web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    topics_dir: Path = REPO_ROOT / "topics"
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    object_store_url: str = ""
+    log_level: str = "info"
+
+    def topic(self, logical_name: str) -> str:
+        return f"{self.topic_prefix}{logical_name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,167 @@
+"""Topic definitions as data (topics/*.toml) and their idempotent application to a cluster."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+    purpose: str = ""
+
+    def prefixed(self, prefix: str) -> TopicSpec:
+        return TopicSpec(
+            prefix + self.name, self.partitions, self.replication_factor, self.config, self.purpose
+        )
+
+
+def load_topic_specs(topics_dir: Path) -> list[TopicSpec]:
+    specs: dict[str, TopicSpec] = {}
+    for path in sorted(topics_dir.glob("*.toml")):
+        data = tomllib.loads(path.read_text())
+        defaults = data.get("defaults", {})
+        default_config = {k: str(v) for k, v in defaults.get("config", {}).items()}
+        for entry in data.get("topic", []):
+            name = entry["name"]
+            if name in specs:
+                raise ValueError(f"topic {name!r} is defined twice (second time in {path.name})")
+            config = dict(default_config)
+            config.update({k: str(v) for k, v in entry.get("config", {}).items()})
+            specs[name] = TopicSpec(
+                name=name,
+                partitions=int(entry.get("partitions", defaults.get("partitions", 1))),
+                replication_factor=int(
+                    entry.get("replication_factor", defaults.get("replication_factor", 1))
+                ),
+                config=config,
+                purpose=entry.get("purpose", ""),
+            )
+    return list(specs.values())
+
+
+def fit_to_cluster(spec: TopicSpec, broker_count: int) -> tuple[TopicSpec, list[str]]:
+    """Cap the replication factor to the cluster size, and min.insync.replicas to that factor,
+    since a min ISR above the replica count would refuse every acks=all write."""
+    warnings: list[str] = []
+    rf = spec.replication_factor
+    if rf > broker_count:
+        warnings.append(
+            f"{spec.name}: replication factor {rf} capped to {broker_count} (cluster size)"
+        )
+        rf = broker_count
+    config = dict(spec.config)
+    min_isr = config.get("min.insync.replicas")
+    if min_isr is not None and int(min_isr) > rf:
+        warnings.append(f"{spec.name}: min.insync.replicas {min_isr} capped to {rf}")
+        config["min.insync.replicas"] = str(rf)
+    return TopicSpec(spec.name, spec.partitions, rf, config, spec.purpose), warnings
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    altered: dict[str, dict[str, tuple[str | None, str]]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"warning: {w}" for w in self.warnings]
+        out += [f"created {name}" for name in self.created]
+        for name, changes in self.altered.items():
+            for key, (old, new) in changes.items():
+                out.append(f"altered {name}: {key} {old} -> {new}")
+        out += [f"drift: {d}" for d in self.drift]
+        out.append(
+            f"{len(self.created)} created, {len(self.altered)} altered, "
+            f"{len(self.unchanged)} unchanged, {len(self.drift)} drifted"
+        )
+        return out
+
+
+def apply_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec], *, dry_run: bool = False, timeout: float = 30
+) -> ApplyReport:
+    """Create missing topics and align changed configs. Never deletes anything; differences
+    that cannot be fixed safely (partition count, replication factor) are reported as drift."""
+    report = ApplyReport()
+    metadata = admin.list_topics(timeout=timeout)
+    broker_count = len(metadata.brokers)
+    fitted: list[TopicSpec] = []
+    for spec in specs:
+        spec, warnings = fit_to_cluster(spec, broker_count)
+        report.warnings += warnings
+        fitted.append(spec)
+
+    missing = [s for s in fitted if s.name not in metadata.topics]
+    existing = [s for s in fitted if s.name in metadata.topics]
+    if missing and not dry_run:
+        futures = admin.create_topics(
+            [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in missing],
+            operation_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:  # a concurrent creator is not an error
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+    report.created = [s.name for s in missing]
+
+    for spec in existing:
+        partitions = metadata.topics[spec.name].partitions
+        if len(partitions) != spec.partitions:
+            report.drift.append(
+                f"{spec.name}: {len(partitions)} partitions, definition says {spec.partitions}"
+            )
+        replicas = len(next(iter(partitions.values())).replicas) if partitions else 0
+        if replicas != spec.replication_factor:
+            report.drift.append(
+                f"{spec.name}: replication factor {replicas}, "
+                f"definition says {spec.replication_factor}"
+            )
+
+    if existing:
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in existing]
+        described = admin.describe_configs(resources, request_timeout=timeout)
+        to_alter: list[ConfigResource] = []
+        for spec, resource in zip(existing, resources, strict=True):
+            current = {k: v.value for k, v in described[resource].result().items()}
+            changes = {
+                key: (current.get(key), value)
+                for key, value in spec.config.items()
+                if current.get(key) != value
+            }
+            if not changes:
+                report.unchanged.append(spec.name)
+                continue
+            report.altered[spec.name] = changes
+            to_alter.append(
+                ConfigResource(
+                    ConfigResource.Type.TOPIC,
+                    spec.name,
+                    incremental_configs=[
+                        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                        for k, (_, v) in changes.items()
+                    ],
+                )
+            )
+        if to_alter and not dry_run:
+            for future in admin.incremental_alter_configs(to_alter).values():
+                future.result()
+    return report
