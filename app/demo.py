@@ -19,7 +19,8 @@ from app.settings import Settings
 
 SAMPLES = [
     ("MCP_CONNECTION_LOST", "network_timeout", ("McpConnectionLost", {"server_id": "mcp-1"})),
-    ("MCP_CONNECTION_LOST", "authentication_failure", ("McpConnectionLost", {"server_id": "mcp-2"})),
+    ("MCP_CONNECTION_LOST", "authentication_failure",
+     ("McpConnectionLost", {"server_id": "mcp-2"})),
     ("EVENT_DELIVERY_FAILED", "consumer_unavailable",
      ("EventDeliveryFailed", {"cause": "CONSUMER_UNAVAILABLE", "failed_consumers": ["billing"]})),
     ("CONSUMER_CRASHED", "handler_exception", ("ConsumerCrashed", {"consumer_id": "billing-1"})),

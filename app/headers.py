@@ -25,7 +25,10 @@ REASON = PREFIX + "reason"
 Headers = list[tuple[str, bytes | None]]
 
 
-def normalize(headers: Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None) -> Headers:
+HeadersArg = Mapping[str, bytes | None] | Sequence[tuple[str, bytes | None]] | None
+
+
+def normalize(headers: HeadersArg) -> Headers:
     if headers is None:
         return []
     if isinstance(headers, Mapping):

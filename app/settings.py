@@ -16,7 +16,9 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RECOVERY_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "RECOVERY_KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     schema_registry_url: str | None = Field(
         default=None,

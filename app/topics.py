@@ -111,11 +111,10 @@ def apply_topics(
     missing = [s for s in fitted if s.name not in metadata.topics]
     existing = [s for s in fitted if s.name in metadata.topics]
     if missing and not dry_run:
-        futures = admin.create_topics(
-            [NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in missing],
-            operation_timeout=timeout,
-        )
-        for name, future in futures.items():
+        new_topics = [
+            NewTopic(s.name, s.partitions, s.replication_factor, config=s.config) for s in missing
+        ]
+        for future in admin.create_topics(new_topics, operation_timeout=timeout).values():
             try:
                 future.result()
             except Exception as exc:  # a concurrent creator is not an error

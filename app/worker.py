@@ -22,7 +22,8 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     specs = {spec.name: spec for spec in load_topic_specs(settings.topics_dir)}
-    codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir), settings.schema_registry_url)
+    catalog = SchemaCatalog.load(settings.schemas_dir)
+    codec = codec_from_settings(catalog, settings.schema_registry_url)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),

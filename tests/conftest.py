@@ -122,7 +122,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_factory(service_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[[], WorkerProcess]]:
+def worker_factory(
+    service_env: dict[str, str], tmp_path: Path
+) -> Iterator[Callable[[], WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
     def start() -> WorkerProcess:

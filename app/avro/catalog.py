@@ -116,14 +116,17 @@ class SchemaCatalog:
         lock_path = schemas_dir / LOCK_FILE
         if not lock_path.exists():
             raise CatalogError(f"{lock_path} is missing; run `recovery schemas lock`")
-        locked = {(e["subject"], e["version"]): e for e in json.loads(lock_path.read_text())["schemas"]}
+        lock = json.loads(lock_path.read_text())
+        locked = {(e["subject"], e["version"]): e for e in lock["schemas"]}
         subjects: dict[str, Subject] = {}
         for name, versions in found.items():
             loaded = []
             for number, schema in versions:
                 entry = locked.get((name, number))
                 if entry is None:
-                    raise CatalogError(f"{name} v{number} has no locked id; run `recovery schemas lock`")
+                    raise CatalogError(
+                        f"{name} v{number} has no locked id; run `recovery schemas lock`"
+                    )
                 if entry["fingerprint"] != fingerprint(schema):
                     raise CatalogError(f"{name} v{number} differs from its locked fingerprint")
                 parsed = parse_schema(schema, _write_hint=False)

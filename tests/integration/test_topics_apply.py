@@ -1,0 +1,70 @@
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def topic_config(admin: AdminClient, topic: str, key: str) -> str:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return admin.describe_configs([resource])[resource].result()[key].value
+
+
+def test_apply_creates_then_is_idempotent_then_repairs_config_drift(
+    service_env: dict[str, str], topic_prefix: str, kafka_bootstrap: str
+) -> None:
+    first = run_cli(service_env, "topics", "apply")
+    assert first.returncode == 0, first.stderr
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topics = admin.list_topics(timeout=10).topics
+    dlq = f"{topic_prefix}recovery.dlq"
+    assert dlq in topics and f"{topic_prefix}recovery.tool-registry" in topics
+    assert len(topics[f"{topic_prefix}recovery.tool-registry"].partitions) == 1
+    assert topic_config(admin, f"{topic_prefix}recovery.tool-registry", "cleanup.policy") == "compact"
+    assert "14 created" in first.stdout
+
+    second = run_cli(service_env, "topics", "apply")
+    assert second.returncode == 0
+    assert "0 created, 0 altered, 14 unchanged, 0 drifted" in second.stdout
+
+    # Someone changes a config by hand: apply reports it and puts the definition back.
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC, dlq,
+        incremental_configs=[ConfigEntry("retention.ms", "1000",
+                                         incremental_operation=AlterConfigOpType.SET)],
+    )
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result()
+    third = run_cli(service_env, "topics", "apply")
+    assert f"altered {dlq}: retention.ms 1000 -> 2592000000" in third.stdout
+    assert topic_config(admin, dlq, "retention.ms") == "2592000000"
+
+
+def test_apply_reports_partition_drift_and_never_deletes(
+    service_env: dict[str, str], topic_prefix: str, kafka_bootstrap: str
+) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    events = f"{topic_prefix}recovery.events"
+    extra = f"{topic_prefix}not-ours"
+    for future in admin.create_topics([NewTopic(events, 5, 1), NewTopic(extra, 1, 1)]).values():
+        future.result()
+    result = run_cli(service_env, "topics", "apply")
+    assert result.returncode == 0, result.stderr
+    assert f"drift: {events}: 5 partitions, definition says 3" in result.stdout
+    topics = admin.list_topics(timeout=10).topics
+    assert extra in topics and len(topics[events].partitions) == 5
+
+
+def test_apply_warns_when_capping_replication_to_a_small_cluster(
+    service_env: dict[str, str], kafka_bootstrap: str
+) -> None:
+    brokers = len(AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).brokers)
+    result = run_cli(service_env, "topics", "apply", "--dry-run")
+    assert result.returncode == 0
+    if brokers < 3:
+        assert f"replication factor 3 capped to {brokers}" in result.stderr
+    else:
+        assert "capped" not in result.stderr
