@@ -21,6 +21,28 @@ FIRST_FAILURE = PREFIX + "failure.first"
 LAST_FAILURE = PREFIX + "failure.last"
 INCIDENT_ID = PREFIX + "incident.id"
 REASON = PREFIX + "reason"
+FAILURE_EVENT_ID = PREFIX + "failure.event.id"
+RETRY_DUE = PREFIX + "retry.due"
+DISPATCH_TARGET = PREFIX + "dispatch.target"
+HELD = PREFIX + "retry.held"
+REPLAY_ID = PREFIX + "replay.id"
+COMMAND = PREFIX + "command"
+ORIGINAL_KEY = PREFIX + "original.key"
+
+# Headers the service itself adds; stripped when a record goes back to its consumer's own
+# flow as a plain record would be meaningless, but kept on redeliveries so the consumer
+# wrapper knows which incident and attempt it is handling.
+OWN = frozenset({
+    ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP, CONSUMER_GROUP,
+    ERROR_TYPE, ERROR_MESSAGE, ERROR_STACKTRACE, CLASSIFICATION, ATTEMPT, FIRST_FAILURE,
+    LAST_FAILURE, INCIDENT_ID, REASON, FAILURE_EVENT_ID, RETRY_DUE, DISPATCH_TARGET, HELD,
+    REPLAY_ID, COMMAND, ORIGINAL_KEY,
+})
+
+
+def without(headers: Iterable[tuple[str, bytes | None]], keys: Iterable[str]) -> Headers:
+    drop = set(keys)
+    return [(k, v) for k, v in headers if k not in drop]
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -53,9 +75,23 @@ def _encode(value: object) -> bytes:
     return str(value).encode()
 
 
-def header_value(headers: Iterable[tuple[str, bytes | None]], key: str) -> str | None:
+def header_bytes(headers: Iterable[tuple[str, bytes | None]] | None, key: str) -> bytes | None:
+    """The last value of a header (a later hop's value wins)."""
     found = None
-    for k, v in headers:
-        if k == key and v is not None:
-            found = v.decode(errors="replace")
+    for k, v in headers or ():
+        if k == key:
+            found = v
     return found
+
+
+def header_value(headers: Iterable[tuple[str, bytes | None]] | None, key: str) -> str | None:
+    found = header_bytes(headers, key)
+    return None if found is None else found.decode(errors="replace")
+
+
+def header_int(headers: Iterable[tuple[str, bytes | None]] | None, key: str) -> int | None:
+    found = header_value(headers, key)
+    try:
+        return int(found) if found is not None else None
+    except ValueError:
+        return None

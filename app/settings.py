@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECOVERY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RECOVERY_", extra="ignore", populate_by_name=True)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     schemas_dir: Path = REPO_ROOT / "schemas"
     object_store_url: str = ""
     log_level: str = "info"
+    # TOML file whose classification rules and retry schedules override the defaults.
+    policy_file: Path | None = None
+    # "at_least_once" (with idempotent incident state) or Faust's "exactly_once".
+    processing_guarantee: str = "at_least_once"
+    # Scenario 4's recovery watch: checks every 15 s for up to 5 minutes.
+    health_check_interval_ms: int = 15_000
+    recovery_watch_ms: int = 300_000
+    heartbeat_stale_ms: int = 45_000
+    # A due retry for an unhealthy consumer waits this long before it is looked at again
+    # (the source's 30 s dead-letter retry).
+    hold_retry_ms: int = 30_000
 
     def topic(self, logical_name: str) -> str:
         return f"{self.topic_prefix}{logical_name}"

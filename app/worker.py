@@ -1,29 +1,310 @@
-"""The Faust application: topics, tables and agents, kept thin around the pure functions."""
+"""The Faust application: topics, tables and agents, kept thin around the pure functions
+in intake, classification, decisions, retry_tiers and health."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
+import orjson
 
-from app import intake, lifecycle
+from app import decisions as d
+from app import headers as h
+from app import health, intake, lifecycle, retry_tiers, routing
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
+from app.classification import Classification, classify
+from app.dead_letters import scan_dead_letters
+from app.policy import Policies, load_policies
+from app.scenario_events import reported_event
 from app.settings import Settings
 from app.topics import load_topic_specs
 
 log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
 
+def message_record(message: Any) -> intake.RawRecord:
+    return intake.RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        key=message.key,
+        value=message.value,
+        headers=list(message.headers or []),
+    )
+
+
+class Pipeline:
+    """Applies decisions: sends the records and lifecycle events they call for."""
+
+    def __init__(self, app: faust.App, settings: Settings, codec: AvroCodec, policies: Policies):
+        self.app = app
+        self.settings = settings
+        self.codec = codec
+        self.policies = policies
+        self.watch = health.WatchSettings(
+            check_interval_ms=settings.health_check_interval_ms,
+            window_ms=settings.recovery_watch_ms,
+            stale_after_ms=settings.heartbeat_stale_ms,
+        )
+        topic = settings.topic
+        self.events = app.topic(topic("recovery.events"), **RAW)
+        self.dlq_name = topic("recovery.dlq")
+        self.poison_name = topic("recovery.poison")
+        self.commands_name = topic("recovery.incident-commands")
+        self.tiers: dict[int, str] = {}
+        for spec in load_topic_specs(settings.topics_dir):
+            delay = retry_tiers.tier_delay_ms(spec.name)
+            if delay is not None:
+                self.tiers[delay] = topic(spec.name)
+        self._topics: dict[str, faust.TopicT] = {}
+
+    def topic(self, name: str) -> faust.TopicT:
+        if name not in self._topics:
+            self._topics[name] = self.app.topic(name, allow_empty=True, **RAW)
+        return self._topics[name]
+
+    async def send(self, record: routing.OutRecord) -> None:
+        await self.topic(record.topic).send(key=record.key, value=record.value,
+                                            headers=record.headers)
+
+    async def emit(self, event_type: str, incident_id: str, *, step_id: str,
+                   **fields: Any) -> None:
+        event = lifecycle.lifecycle_event(event_type, incident_id, event_id=step_id, **fields)
+        await self.events.send(key=incident_id.encode(),
+                               value=self.codec.encode(lifecycle.SUBJECT, event))
+
+    # ---- failure reports -----------------------------------------------------------------
+
+    async def on_failure(self, record: intake.RawRecord, incidents: Any) -> None:
+        received = intake.receive(record, self.codec)
+        if isinstance(received, intake.Quarantined):
+            log.warning("poison %s[%d]@%d: %s", record.topic, record.partition, record.offset,
+                        received.reason)
+            await self.send(routing.OutRecord(self.poison_name, received.key, received.value,
+                                              received.headers))
+            return
+        event, incident_id = received.event, received.incident_id
+        error = event["error"]
+        classification = classify(self.policies.rules, kind=event["kind"],
+                                  error_type=error["type"], reported_severity=error["severity"])
+        target = routing.dispatch_target_of(event)
+        occurred = event["occurred_at"]
+        occurred_ms = int(occurred.timestamp() * 1000) if hasattr(occurred, "timestamp") \
+            else int(occurred)
+        report = d.Report(event["event_id"], occurred_ms, classification,
+                          can_redeliver=bool(event.get("failed_record") and target),
+                          consumer_group=event["source"]["consumer_group"],
+                          dispatch_target=target)
+        before = d.Incident.from_json(incidents.get(incident_id), incident_id)
+        decision = d.decide(before, report, self.policies.retry_for(classification.type))
+        if isinstance(decision, d.Duplicate):
+            return
+        incident = d.record_report(before, report, decision, now_ms())
+        incidents[incident_id] = incident.to_json()
+        await self.apply(event, record, incident, classification, decision)
+
+    async def apply(self, event: dict[str, Any], record: intake.RawRecord, incident: d.Incident,
+                    classification: Classification, decision: d.Decision) -> None:
+        incident_id, event_id = incident.incident_id, event["event_id"]
+        cls = classification.as_record()
+        common = {"failure_event_id": event_id, "classification": cls,
+                  "attempt": incident.attempts}
+        await self.emit(lifecycle.FAILURE_RECEIVED, incident_id, step_id=f"{event_id}:received",
+                        payload={"kind": event["kind"], "errorType": event["error"]["type"],
+                                 "service": event["source"]["service"]}, **common)
+        await self.emit(reported_event(event["kind"]), incident_id,
+                        step_id=f"{event_id}:classified",
+                        payload=scenario_payload(event, cls), **common)
+        original = routing.original_of(event, record)
+        ctx = routing.context(event, original, incident, classification)
+        match decision:
+            case d.Retry(retry_number=n, delay_ms=delay):
+                due = now_ms() + delay
+                tier = retry_tiers.tier_for(delay, list(self.tiers))
+                await self.send(routing.moved(self.tiers[tier], original, {
+                    **ctx, h.RETRY_DUE: due, h.DISPATCH_TARGET: incident.dispatch_target}))
+                await self.emit(lifecycle.RETRY_SCHEDULED, incident_id,
+                                step_id=f"{event_id}:retry-{n}",
+                                payload={"retry": n, "delayMs": delay, "dueAt": due,
+                                         "target": incident.dispatch_target}, **common)
+            case d.Poison(reason=reason):
+                await self.send(routing.moved(self.poison_name, original,
+                                              {**ctx, h.REASON: reason}))
+                await self.emit(lifecycle.POISONED, incident_id, step_id=f"{event_id}:poisoned",
+                                outcome="poisoned", payload={"reason": reason}, **common)
+            case d.DeadLetter(reason=reason):
+                await self.send(routing.moved(self.dlq_name, original, {**ctx, h.REASON: reason}))
+                await self.emit(lifecycle.DEAD_LETTERED, incident_id,
+                                step_id=f"{event_id}:dead-lettered", outcome="dead_lettered",
+                                payload={"reason": reason, "nextRetryMs": 30_000}, **common)
+            case d.Escalate(reason=reason) | d.AlternativeRoute(reason=reason):
+                await self.emit(lifecycle.ESCALATED, incident_id, step_id=f"{event_id}:escalated",
+                                outcome="escalated",
+                                payload={"reason": reason,
+                                         "recommendedAction": recommended_action(classification)},
+                                **common)
+
+    # ---- commands: acknowledgements and dead-letter replays ------------------------------
+
+    async def on_command(self, record: intake.RawRecord, incidents: Any) -> None:
+        command = h.header_value(record.headers, h.COMMAND)
+        incident_id = (record.key or b"").decode(errors="replace")
+        incident = d.Incident.from_json(incidents.get(incident_id), incident_id)
+        if command == "ack":
+            done, duration = d.acknowledge(incident, now_ms())
+            if duration is None:
+                return
+            incidents[incident_id] = done.to_json()
+            await self.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+                            step_id=f"{incident_id}:{done.cycle}:completed",
+                            attempt=done.attempts, outcome="completed", duration_ms=duration,
+                            classification=done.classification,
+                            payload={"attemptsRequired": done.attempts,
+                                     "replayId": h.header_value(record.headers, h.REPLAY_ID)})
+        elif command == "replay":
+            if incident.state != "dead_lettered":
+                return  # already replayed or reopened: a replay is delivered once
+            target = h.header_value(record.headers, h.DISPATCH_TARGET) or incident.dispatch_target
+            if not target:
+                return
+            replay_id = h.header_value(record.headers, h.REPLAY_ID)
+            incidents[incident_id] = incident.step(now_ms(), "replayed", state="retrying").to_json()
+            await self.send(routing.redelivery(
+                target, h.header_bytes(record.headers, h.ORIGINAL_KEY), record.value,
+                record.headers, **{h.REPLAY_ID: replay_id}))
+            await self.emit(lifecycle.REDELIVERED, incident_id,
+                            step_id=f"{incident_id}:replay:{replay_id}",
+                            attempt=incident.attempts,
+                            payload={"target": target, "replayId": replay_id,
+                                     "fromDeadLetter": True})
+        else:
+            log.warning("ignoring unknown command %r for %s", command, incident_id)
+
+    # ---- retry tiers ---------------------------------------------------------------------
+
+    async def on_retry(self, tier_ms: int, record: intake.RawRecord, health_table: Any) -> None:
+        due = h.header_int(record.headers, h.RETRY_DUE) or 0
+        enqueued = record.timestamp_ms or now_ms()
+        wait = retry_tiers.wake_at(enqueued, tier_ms, due) - now_ms()
+        if wait > 0:
+            await asyncio.sleep(wait / 1000)
+        group = h.header_value(record.headers, h.CONSUMER_GROUP)
+        state = health.ConsumerHealth.from_json(health_table.get(group), group) if group else None
+        step = retry_tiers.plan(due, now_ms(), health.is_healthy(state, now_ms(), self.watch),
+                                list(self.tiers), self.settings.hold_retry_ms)
+        incident_id = h.header_value(record.headers, h.INCIDENT_ID) or ""
+        attempt = h.header_int(record.headers, h.ATTEMPT) or 0
+        match step:
+            case retry_tiers.Park(tier_ms=tier, due_ms=due_at):
+                await self.send(routing.forwarded(self.tiers[tier], record.key, record.value,
+                                                  record.headers, **{h.RETRY_DUE: due_at}))
+            case retry_tiers.Hold(tier_ms=tier, due_ms=due_at):
+                first_hold = h.header_value(record.headers, h.HELD) is None
+                await self.send(routing.forwarded(self.tiers[tier], record.key, record.value,
+                                                  record.headers,
+                                                  **{h.RETRY_DUE: due_at, h.HELD: "1"}))
+                if first_hold:
+                    await self.emit("recovery/retry_held", incident_id,
+                                    step_id=f"{incident_id}:held-{attempt}", attempt=attempt,
+                                    payload={"consumerGroup": group, "nextCheckAt": due_at})
+            case retry_tiers.Dispatch():
+                target = h.header_value(record.headers, h.DISPATCH_TARGET)
+                if not target:
+                    log.error("retry for %s has no dispatch target; dropped to DLQ", incident_id)
+                    await self.send(routing.forwarded(self.dlq_name, record.key, record.value,
+                                                      record.headers,
+                                                      **{h.REASON: "no dispatch target"}))
+                    return
+                await self.send(routing.redelivery(target, record.key, record.value,
+                                                   record.headers))
+                await self.emit(lifecycle.REDELIVERED, incident_id,
+                                step_id=f"{incident_id}:redelivered-{attempt}", attempt=attempt,
+                                payload={"target": target, "lateMs": now_ms() - due})
+
+    # ---- consumer health -----------------------------------------------------------------
+
+    async def on_heartbeat(self, record: intake.RawRecord, health_table: Any) -> None:
+        try:
+            beat = orjson.loads(record.value or b"")
+            group = str(beat["group"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            await self.send(routing.OutRecord(self.poison_name, record.key, record.value,
+                                              h.with_context(record.headers, {
+                                                  h.ORIGINAL_TOPIC: record.topic,
+                                                  h.ORIGINAL_PARTITION: record.partition,
+                                                  h.ORIGINAL_OFFSET: record.offset,
+                                                  h.REASON: "malformed heartbeat"})))
+            return
+        current = health.ConsumerHealth.from_json(health_table.get(group), group)
+        if beat.get("check"):
+            if current is None:
+                return
+            outcome = health.check(current, now_ms(), self.watch)
+            health_table[group] = outcome.health.to_json()
+            if outcome.event_type:
+                await self.emit(outcome.event_type, f"consumer:{group}",
+                                step_id=f"consumer:{group}:{outcome.event_type}:{now_ms()}",
+                                outcome="escalated" if outcome.event_type == health.ESCALATED
+                                else None,
+                                payload={"consumerId": group,
+                                         "healthMetrics": outcome.health.to_json()})
+            if outcome.replay_dead_letters:
+                await self.replay_dead_letters(group)
+            return
+        updated = health.on_heartbeat(current, group, str(beat.get("status", health.HEALTHY)),
+                                      int(beat.get("events_processed", 0)), now_ms())
+        health_table[group] = updated.to_json()
+
+    async def replay_dead_letters(self, group: str) -> None:
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(
+            None, scan_dead_letters, self.settings.kafka_bootstrap_servers, self.dlq_name, group)
+        for dead in found:
+            incident_id = h.header_value(dead.headers, h.INCIDENT_ID)
+            if not incident_id:
+                continue
+            await self.send(routing.OutRecord(
+                self.commands_name, incident_id.encode(), dead.value,
+                h.with_context(dead.headers, {
+                    h.COMMAND: "replay", h.ORIGINAL_KEY: dead.key,
+                    h.REPLAY_ID: f"{dead.partition}:{dead.offset}"})))
+
+
+def scenario_payload(event: dict[str, Any], classification: dict[str, str]) -> dict[str, Any]:
+    detail = event.get("detail")
+    fields = dict(detail[1]) if isinstance(detail, tuple) else {}
+    return {"errorType": event["error"]["type"], "message": event["error"]["message"],
+            "classification": classification, **fields}
+
+
+def recommended_action(classification: Classification) -> str:
+    if classification.category == "security":
+        return "check the credentials of the failing connection; retrying cannot help"
+    if classification.category == "configuration":
+        return "fix the configuration named in the error, then replay the dead letters"
+    return "inspect the incident history and the dead-letter topic; replay when fixed"
+
+
 def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     specs = {spec.name: spec for spec in load_topic_specs(settings.topics_dir)}
     catalog = SchemaCatalog.load(settings.schemas_dir)
     codec = codec_from_settings(catalog, settings.schema_registry_url)
+    policies = load_policies(settings.policy_file)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
@@ -37,66 +318,52 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         topic_replication_factor=replication_factor,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.processing_guarantee,
         autodiscover=False,
     )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
-                           "key_serializer": "raw", "value_serializer": "raw"}
-    failures = app.topic(settings.topic("recovery.failures"), allow_empty=True, **raw)
-    events = app.topic(settings.topic("recovery.events"), **raw)
-    poison = app.topic(settings.topic("recovery.poison"), allow_empty=True, **raw)
-    # Failure reports seen per incident (keyed like the intake topic: by work item).
-    reports = app.Table("incident-reports", default=int, key_type=str, value_type=int)
+    pipeline = Pipeline(app, settings, codec, policies)
+    incidents = app.Table("incidents", default=None, key_type=str, value_type=dict)
+    consumer_health = app.GlobalTable("consumer-health", default=None, key_type=str,
+                                      value_type=dict)
+    incident_inputs = app.topic(settings.topic("recovery.failures"), pipeline.commands_name,
+                                allow_empty=True, **RAW)
+    heartbeats = app.topic(settings.topic("recovery.heartbeats"), allow_empty=True, **RAW)
 
-    async def emit(event: dict[str, Any]) -> None:
-        await events.send(
-            key=event["incident_id"].encode(),
-            value=codec.encode(lifecycle.SUBJECT, event),
-        )
-
-    @app.agent(failures, name="intake")
-    async def intake_agent(stream: faust.StreamT) -> None:
+    @app.agent(incident_inputs, name="incidents")
+    async def incident_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            message = event.message
-            record = intake.RawRecord(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-                key=message.key,
-                value=message.value,
-                headers=list(message.headers or []),
-            )
-            await handle_failure(record, codec, reports, emit, poison)
+            record = message_record(event.message)
+            if record.topic == pipeline.commands_name:
+                await pipeline.on_command(record, incidents)
+            else:
+                await pipeline.on_failure(record, incidents)
 
-    app.recovery_codec = codec  # type: ignore[attr-defined]
+    for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
+        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health)
+
+    @app.agent(heartbeats, name="consumer-health")
+    async def health_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_heartbeat(message_record(event.message), consumer_health)
+
+    @app.timer(settings.health_check_interval_ms / 1000, on_leader=True)
+    async def health_checks() -> None:
+        # Table writes need a stream event, so the check travels through the heartbeat
+        # topic and the health agent makes it in the group's own partition.
+        for group in list(consumer_health.keys()):
+            await heartbeats.send(key=group.encode(),
+                                  value=orjson.dumps({"group": group, "check": True}))
+
+    app.recovery_pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
 
-async def handle_failure(
-    record: intake.RawRecord,
-    codec: AvroCodec,
-    reports: Any,
-    emit: Any,
-    poison: faust.TopicT,
-) -> None:
-    outcome = intake.receive(record, codec)
-    if isinstance(outcome, intake.Quarantined):
-        log.warning("poison %s[%d]@%d: %s", record.topic, record.partition, record.offset,
-                    outcome.reason)
-        await poison.send(key=outcome.key, value=outcome.value, headers=outcome.headers)
-        return
-    reports[outcome.incident_id] += 1
-    await emit(
-        lifecycle.lifecycle_event(
-            lifecycle.FAILURE_RECEIVED,
-            outcome.incident_id,
-            failure_event_id=outcome.event["event_id"],
-            attempt=reports[outcome.incident_id],
-            payload={
-                "kind": outcome.event["kind"],
-                "errorType": outcome.event["error"]["type"],
-                "service": outcome.event["source"]["service"],
-            },
-            event_id=f"{outcome.event['event_id']}:received",
-        )
-    )
+def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
+                        consumer_health: Any) -> None:
+    topic = app.topic(topic_name, allow_empty=True, **RAW)
+
+    async def tier_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.on_retry(tier_ms, message_record(event.message), consumer_health)
+
+    app.agent(topic, name=f"retry-{tier_ms}ms")(tier_agent)

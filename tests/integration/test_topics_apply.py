@@ -21,12 +21,13 @@ def test_apply_creates_then_is_idempotent_then_repairs_config_drift(
     dlq = f"{topic_prefix}recovery.dlq"
     assert dlq in topics and f"{topic_prefix}recovery.tool-registry" in topics
     assert len(topics[f"{topic_prefix}recovery.tool-registry"].partitions) == 1
-    assert topic_config(admin, f"{topic_prefix}recovery.tool-registry", "cleanup.policy") == "compact"
-    assert "14 created" in first.stdout
+    registry = f"{topic_prefix}recovery.tool-registry"
+    assert topic_config(admin, registry, "cleanup.policy") == "compact"
+    assert "15 created" in first.stdout
 
     second = run_cli(service_env, "topics", "apply")
     assert second.returncode == 0
-    assert "0 created, 0 altered, 14 unchanged, 0 drifted" in second.stdout
+    assert "0 created, 0 altered, 15 unchanged, 0 drifted" in second.stdout
 
     # Someone changes a config by hand: apply reports it and puts the definition back.
     resource = ConfigResource(
@@ -61,7 +62,8 @@ def test_apply_reports_partition_drift_and_never_deletes(
 def test_apply_warns_when_capping_replication_to_a_small_cluster(
     service_env: dict[str, str], kafka_bootstrap: str
 ) -> None:
-    brokers = len(AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).brokers)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    brokers = len(admin.list_topics(timeout=10).brokers)
     result = run_cli(service_env, "topics", "apply", "--dry-run")
     assert result.returncode == 0
     if brokers < 3:

@@ -1,0 +1,141 @@
+"""A confluent-kafka consumer loop that reports a handler's exceptions as failure events,
+consumes its redelivery topic, sends heartbeats and acknowledges successful redeliveries."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from app import headers as h
+from app.client.reporter import FailureReporter
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Message], None]
+
+
+def redelivery_topic(group: str) -> str:
+    return f"{group}.redelivery"
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if topic in admin.list_topics(timeout=10).topics:
+        return
+    for future in admin.create_topics([NewTopic(topic, partitions)]).values():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+
+
+class SeenReplays:
+    """Replay ids already handled, so a dead letter replayed twice is delivered once.
+    Bounded: the oldest ids are forgotten first."""
+
+    def __init__(self, limit: int = 100_000):
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, replay_id: str) -> bool:
+        if replay_id in self._ids:
+            return False
+        self._ids[replay_id] = None
+        if len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+        return True
+
+
+class RecoveringConsumer:
+    def __init__(self, group: str, topics: list[str], *, service: str,
+                 settings: Settings | None = None, reporter: FailureReporter | None = None,
+                 heartbeat_interval: float = 15.0, consumer_config: dict[str, Any] | None = None,
+                 failure_kind: str = "PROCESSING_FAILED", error_type: str = "handler_exception"):
+        self.settings = settings or get_settings()
+        self.group = group
+        self.service = service
+        self.reporter = reporter or FailureReporter(self.settings)
+        self.redelivery = redelivery_topic(group)
+        self.topics = [*topics, self.redelivery]
+        self.heartbeat_interval = heartbeat_interval
+        self.failure_kind = failure_kind
+        self.error_type = error_type
+        self.events_processed = 0
+        self.failures_reported = 0
+        self.replays = SeenReplays()
+        self._last_beat = 0.0
+        self._stopped = False
+        ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery)
+        self.consumer = Consumer({
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **(consumer_config or {}),
+        })
+        self.consumer.subscribe(self.topics)
+
+    def handle(self, message: Message, handler: Handler) -> None:
+        replay_id = h.header_value(message.headers(), h.REPLAY_ID)
+        if replay_id and not self.replays.first_time(replay_id):
+            return
+        incident = h.header_value(message.headers(), h.INCIDENT_ID)
+        try:
+            handler(message)
+        except Exception as exc:
+            self.failures_reported += 1
+            self.reporter.report(
+                kind=self.failure_kind, error_type=self.error_type, service=self.service,
+                message=f"{type(exc).__name__}: {exc}", record=message,
+                consumer_group=self.group, dispatch_target=self.redelivery,
+                stack_trace="".join(traceback.format_exception(exc)), severity="ERROR",
+                detail=("ConsumerCrashed", {"consumer_id": self.group,
+                                            "error_type": type(exc).__name__,
+                                            "events_processed": self.events_processed}),
+            )
+            return
+        self.events_processed += 1
+        if incident:
+            self.reporter.acknowledge(incident, replay_id)
+
+    def beat(self, status: str = "healthy", force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_beat >= self.heartbeat_interval:
+            self.reporter.heartbeat(self.group, status=status,
+                                    events_processed=self.events_processed)
+            self._last_beat = now
+
+    def poll_once(self, handler: Handler, timeout: float = 0.5) -> Message | None:
+        self.beat()
+        message = self.consumer.poll(timeout)
+        if message is None:
+            return None
+        if message.error():
+            log.warning("consumer error: %s", message.error())
+            return None
+        self.handle(message, handler)
+        self.reporter.flush(10)
+        self.consumer.commit(message=message, asynchronous=False)
+        return message
+
+    def run(self, handler: Handler, *, until: Callable[[], bool] | None = None) -> None:
+        try:
+            while not self._stopped and not (until and until()):
+                self.poll_once(handler)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def close(self) -> None:
+        self.reporter.flush(10)
+        self.consumer.close()

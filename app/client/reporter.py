@@ -1,0 +1,96 @@
+"""Reporting failures to the recovery service, and telling it what went well."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from confluent_kafka import Message, Producer
+
+from app import headers as h
+from app.avro.catalog import SchemaCatalog
+from app.avro.codec import AvroCodec, codec_from_settings
+from app.failure_events import SUBJECT, new_failure_event
+from app.settings import Settings, get_settings
+
+
+def work_item_of(message: Message, consumer_group: str | None) -> str:
+    """A redelivered record keeps the incident it belongs to; a first failure names its own
+    position, so reporting the same record twice never opens two incidents."""
+    incident = h.header_value(message.headers(), h.INCIDENT_ID)
+    if incident:
+        return incident
+    return f"{consumer_group or '-'}:{message.topic()}:{message.partition()}:{message.offset()}"
+
+
+def failed_record_of(message: Message) -> dict[str, Any]:
+    kind, timestamp = message.timestamp()
+    own = h.OWN
+    return {
+        "topic": h.header_value(message.headers(), h.ORIGINAL_TOPIC) or message.topic(),
+        "partition": h.header_int(message.headers(), h.ORIGINAL_PARTITION)
+        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.partition(),
+        "offset": h.header_int(message.headers(), h.ORIGINAL_OFFSET)
+        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.offset(),
+        "timestamp": timestamp if kind else None,
+        "key": message.key(),
+        "value": message.value(),
+        # The service's own context headers are not part of the record: it adds them again.
+        "headers": [{"key": k, "value": v} for k, v in (message.headers() or []) if k not in own],
+    }
+
+
+class FailureReporter:
+    def __init__(self, settings: Settings | None = None, *, producer: Producer | None = None,
+                 codec: AvroCodec | None = None, producer_config: dict[str, Any] | None = None):
+        self.settings = settings or get_settings()
+        self.codec = codec or codec_from_settings(SchemaCatalog.load(self.settings.schemas_dir),
+                                                  self.settings.schema_registry_url)
+        self.producer = producer or Producer({
+            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
+            "acks": "all", "enable.idempotence": True, "linger.ms": 5,
+            **(producer_config or {}),
+        })
+        self.failures_topic = self.settings.topic("recovery.failures")
+        self.commands_topic = self.settings.topic("recovery.incident-commands")
+        self.heartbeats_topic = self.settings.topic("recovery.heartbeats")
+
+    def report_event(self, event: dict[str, Any]) -> None:
+        """Send a ready failure-event record (validated by encoding it)."""
+        key = (event.get("work_item_id") or event["event_id"]).encode()
+        self.producer.produce(self.failures_topic, key=key,
+                              value=self.codec.encode(SUBJECT, event))
+        self.producer.poll(0)
+
+    def report(self, *, kind: str, error_type: str, service: str, message: str = "",
+               record: Message | None = None, consumer_group: str | None = None,
+               work_item_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Report a failure, with the failed record attached when there is one."""
+        if record is not None and work_item_id is None:
+            work_item_id = work_item_of(record, consumer_group)
+        event = new_failure_event(
+            kind=kind, error_type=error_type, service=service, message=message,
+            consumer_group=consumer_group, work_item_id=work_item_id,
+            failed_record=failed_record_of(record) if record is not None else None, **fields)
+        self.report_event(event)
+        return event
+
+    def acknowledge(self, incident_id: str, replay_id: str | None = None) -> None:
+        """The redelivered record was handled: the incident completes."""
+        headers = [(h.COMMAND, b"ack")]
+        if replay_id:
+            headers.append((h.REPLAY_ID, replay_id.encode()))
+        self.producer.produce(self.commands_topic, key=incident_id.encode(), value=b"",
+                              headers=headers)
+        self.producer.poll(0)
+
+    def heartbeat(self, group: str, *, status: str = "healthy", events_processed: int = 0,
+                  member: str | None = None) -> None:
+        beat = {"group": group, "member": member, "status": status,
+                "events_processed": events_processed, "ts": int(time.time() * 1000)}
+        self.producer.produce(self.heartbeats_topic, key=group.encode(), value=orjson.dumps(beat))
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 10) -> int:
+        return self.producer.flush(timeout)
