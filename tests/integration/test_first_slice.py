@@ -42,27 +42,34 @@ def test_failure_event_through_worker_to_lifecycle_event(
     first = new_failure_event(kind="MCP_CONNECTION_LOST", error_type="network_timeout",
                               service="agent", work_item_id="work-1",
                               detail=("McpConnectionLost", {"server_id": "mcp-a"}))
-    second = new_failure_event(kind="MCP_CONNECTION_LOST", error_type="network_timeout",
-                               service="agent", work_item_id="work-1")
+    second = new_failure_event(kind="CACHE_CORRUPTED", error_type="serialization_error",
+                               service="cache", work_item_id="work-2")
     producer.produce(failures, key=b"work-1", value=codec.encode("failure-event", first))
     producer.produce(failures, key=b"bad", value=b"\x00\x00\x00\x00\x63 not a record",
                      headers=[("trace", b"t-1")])
-    producer.produce(failures, key=b"work-1", value=codec.encode("failure-event", second))
+    producer.produce(failures, key=b"work-2", value=codec.encode("failure-event", second))
     assert producer.flush(10) == 0
 
     worker = worker_factory()
     events_topic = f"{topic_prefix}recovery.events"
     poison_topic = f"{topic_prefix}recovery.poison"
-    messages = read_all(kafka_bootstrap, [events_topic, poison_topic], want=3, timeout=120)
-    assert len(messages) == 3, worker.log_tail()
+    messages = read_all(kafka_bootstrap, [events_topic, poison_topic], want=7, timeout=120)
+    assert len(messages) >= 7, worker.log_tail()
 
     lifecycle = [codec.decode(m.value(), "lifecycle-event")
                  for m in messages if m.topic() == events_topic]
-    assert [e["event_type"] for e in lifecycle] == ["recovery/failure_received"] * 2
-    assert [e["failure_event_id"] for e in lifecycle] == [first["event_id"], second["event_id"]]
-    # The incident-reports table counted both reports of work-1.
-    assert [e["attempt"] for e in lifecycle] == [1, 2]
-    assert {e["incident_id"] for e in lifecycle} == {"work-1"}
+    by_incident: dict[str, list[str]] = {}
+    for event in lifecycle:
+        by_incident.setdefault(event["incident_id"], []).append(event["event_type"])
+    assert by_incident["work-1"][:2] == ["recovery/failure_received",
+                                         "communication/mcp_connection_lost"]
+    assert by_incident["work-2"][:2] == ["recovery/failure_received",
+                                         "communication/cache_corrupted"]
+    received = [e for e in lifecycle if e["event_type"] == "recovery/failure_received"]
+    assert {e["failure_event_id"] for e in received} == {first["event_id"], second["event_id"]}
+    mcp = [e for e in lifecycle if e["event_type"] == "communication/mcp_connection_lost"][0]
+    assert mcp["classification"] == {"severity": "ERROR", "category": "transient",
+                                     "type": "network_timeout", "recoverability": "recoverable"}
 
     [poisoned] = [m for m in messages if m.topic() == poison_topic]
     assert poisoned.key() == b"bad"
