@@ -14,6 +14,7 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import DecodeError, codec_from_settings
 from app.failure_events import SUBJECT, new_failure_event
 from app.headers import REASON, header_value
+from app.kafka_config import producer_config
 from app.lifecycle import SUBJECT as LIFECYCLE_SUBJECT
 from app.settings import Settings
 
@@ -52,7 +53,7 @@ def run_demo(
     })
     consumer.assign(_end_offsets(consumer, events_topic) + _end_offsets(consumer, poison_topic))
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer(producer_config(settings))
     failures_topic = settings.topic("recovery.failures")
     for i in range(count):
         kind, error_type, detail = SAMPLES[i % len(SAMPLES)]

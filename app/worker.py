@@ -305,6 +305,7 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     catalog = SchemaCatalog.load(settings.schemas_dir)
     codec = codec_from_settings(catalog, settings.schema_registry_url)
     policies = load_policies(settings.policy_file)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
@@ -322,9 +323,10 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         autodiscover=False,
     )
     pipeline = Pipeline(app, settings, codec, policies)
-    incidents = app.Table("incidents", default=None, key_type=str, value_type=dict)
-    consumer_health = app.GlobalTable("consumer-health", default=None, key_type=str,
-                                      value_type=dict)
+    # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
+    json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    incidents = app.Table("incidents", default=None, schema=json_values)
+    consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     incident_inputs = app.topic(settings.topic("recovery.failures"), pipeline.commands_name,
                                 allow_empty=True, **RAW)
     heartbeats = app.topic(settings.topic("recovery.heartbeats"), allow_empty=True, **RAW)

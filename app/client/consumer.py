@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app import headers as h
+from app import kafka_config
 from app.client.reporter import FailureReporter
 from app.settings import Settings, get_settings
 
@@ -74,13 +75,8 @@ class RecoveringConsumer:
         self._last_beat = 0.0
         self._stopped = False
         ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery)
-        self.consumer = Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-            "group.id": group,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            **(consumer_config or {}),
-        })
+        self.consumer = Consumer(
+            kafka_config.consumer_config(self.settings, group, **(consumer_config or {})))
         self.consumer.subscribe(self.topics)
 
     def handle(self, message: Message, handler: Handler) -> None:

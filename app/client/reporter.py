@@ -9,6 +9,7 @@ import orjson
 from confluent_kafka import Message, Producer
 
 from app import headers as h
+from app import kafka_config
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.failure_events import SUBJECT, new_failure_event
@@ -47,11 +48,8 @@ class FailureReporter:
         self.settings = settings or get_settings()
         self.codec = codec or codec_from_settings(SchemaCatalog.load(self.settings.schemas_dir),
                                                   self.settings.schema_registry_url)
-        self.producer = producer or Producer({
-            "bootstrap.servers": self.settings.kafka_bootstrap_servers,
-            "acks": "all", "enable.idempotence": True, "linger.ms": 5,
-            **(producer_config or {}),
-        })
+        self.producer = producer or Producer(
+            kafka_config.producer_config(self.settings, **(producer_config or {})))
         self.failures_topic = self.settings.topic("recovery.failures")
         self.commands_topic = self.settings.topic("recovery.incident-commands")
         self.heartbeats_topic = self.settings.topic("recovery.heartbeats")
@@ -72,7 +70,9 @@ class FailureReporter:
         event = new_failure_event(
             kind=kind, error_type=error_type, service=service, message=message,
             consumer_group=consumer_group, work_item_id=work_item_id,
-            failed_record=failed_record_of(record) if record is not None else None, **fields)
+            failed_record=failed_record_of(record) if record is not None
+            else fields.pop("failed_record", None),
+            **fields)
         self.report_event(event)
         return event
 
