@@ -13,6 +13,9 @@ from app.policy import Exhausted, RetryPolicy
 TERMINAL = frozenset({"completed", "dead_lettered", "poisoned", "escalated"})
 HISTORY_LIMIT = 20
 SEEN_LIMIT = 50
+# Decisions remembered with the incident, so a report processed again after a crash (its
+# state saved, its outputs perhaps not) gets the very same outputs again.
+RECENT_LIMIT = 5
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Incident:
     dispatch_target: str | None = None
     seen: tuple[str, ...] = ()
     history: tuple[tuple[int, str], ...] = ()
+    # (event id, decision, attempts, first failure, last failure) of the latest reports
+    recent: tuple[tuple[str, dict[str, Any], int, int, int], ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -38,6 +43,7 @@ class Incident:
         data = self.__dict__.copy()
         data["seen"] = list(self.seen)
         data["history"] = [list(h) for h in self.history]
+        data["recent"] = [list(r) for r in self.recent]
         return data
 
     @classmethod
@@ -47,6 +53,7 @@ class Incident:
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values["seen"] = tuple(values.get("seen", ()))
         values["history"] = tuple(tuple(h) for h in values.get("history", ()))
+        values["recent"] = tuple(tuple(r) for r in values.get("recent", ()))
         return cls(**values)
 
     def step(self, now_ms: int, what: str, **changes: Any) -> Incident:
@@ -88,6 +95,31 @@ class AlternativeRoute:
 
 
 Decision = Duplicate | Retry | Poison | DeadLetter | Escalate | AlternativeRoute
+_DECISIONS: dict[str, type] = {
+    "retry": Retry, "poison": Poison, "dead_letter": DeadLetter, "escalate": Escalate,
+    "alternative_route": AlternativeRoute,
+}
+
+
+def decision_to_json(decision: Decision) -> dict[str, Any]:
+    name = next(k for k, v in _DECISIONS.items() if isinstance(decision, v))
+    return {"type": name, **decision.__dict__}
+
+
+def decision_from_json(data: dict[str, Any]) -> Decision:
+    values = dict(data)
+    return _DECISIONS[values.pop("type")](**values)
+
+
+def replayed(incident: Incident, event_id: str) -> tuple[Incident, Decision] | None:
+    """For a report seen before: the incident as it stood right after that report, and the
+    decision taken, so the same outputs can be sent again. None if it is no longer known."""
+    for seen_id, decision, attempts, first, last in incident.recent:
+        if seen_id == event_id:
+            view = replace(incident, attempts=attempts, first_failure_ms=first,
+                           last_failure_ms=last)
+            return view, decision_from_json(decision)
+    return None
 
 
 @dataclass(frozen=True)
@@ -157,16 +189,18 @@ def record_report(incident: Incident, report: Report, decision: Decision, now_ms
     )
     match decision:
         case Retry(retry_number=n):
-            return base.step(now_ms, f"retry {n} scheduled", state="retrying", attempts=n)
+            after = base.step(now_ms, f"retry {n} scheduled", state="retrying", attempts=n)
         case Poison():
-            return base.step(now_ms, "poisoned", state="poisoned")
+            after = base.step(now_ms, "poisoned", state="poisoned")
         case DeadLetter():
-            return base.step(now_ms, "dead-lettered", state="dead_lettered")
+            after = base.step(now_ms, "dead-lettered", state="dead_lettered")
         case Escalate():
-            return base.step(now_ms, "escalated", state="escalated")
-        case AlternativeRoute():
-            return base.step(now_ms, "alternative route", state="escalated")
-    return base
+            after = base.step(now_ms, "escalated", state="escalated")
+        case _:
+            after = base.step(now_ms, "alternative route", state="escalated")
+    remembered = (report.event_id, decision_to_json(decision), after.attempts,
+                  after.first_failure_ms, after.last_failure_ms)
+    return replace(after, recent=(*after.recent, remembered)[-RECENT_LIMIT:])
 
 
 def acknowledge(incident: Incident, now_ms: int) -> tuple[Incident, int | None]:

@@ -113,6 +113,11 @@ class Pipeline:
         before = d.Incident.from_json(incidents.get(incident_id), incident_id)
         decision = d.decide(before, report, self.policies.retry_for(classification.type))
         if isinstance(decision, d.Duplicate):
+            # Processed before a crash: the state was saved, the outputs may not have been.
+            # Send them again; their ids are deterministic, so readers see one outcome.
+            again = d.replayed(before, report.event_id)
+            if again is not None:
+                await self.apply(event, record, again[0], classification, again[1])
             return
         incident = d.record_report(before, report, decision, now_ms())
         incidents[incident_id] = incident.to_json()
@@ -320,6 +325,12 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         processing_guarantee=settings.processing_guarantee,
+        # A killed worker's partitions go to its replacement after 10 s, not a minute.
+        broker_session_timeout=10.0,
+        # Frequent commits keep the work redone after a crash (and its repeated outputs) small.
+        broker_commit_every=1000,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_heartbeat_interval=3.0,
         autodiscover=False,
     )
     pipeline = Pipeline(app, settings, codec, policies)

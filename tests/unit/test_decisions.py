@@ -134,3 +134,14 @@ def test_acknowledge_for_an_unknown_incident_does_nothing() -> None:
 def test_incident_survives_json_round_trip() -> None:
     incident = record_report(Incident("i"), report(), Retry(1, 1000), 7)
     assert Incident.from_json(incident.to_json(), "i") == incident
+
+
+def test_a_replayed_report_gets_the_same_decision_and_state_back() -> None:
+    incident = record_report(Incident("i"), report("e1", at=1000), Retry(1, 1000), 1500)
+    incident = record_report(incident, report("e2", at=2000), Retry(2, 2000), 2500)
+    from app.decisions import replayed
+
+    view, decision = replayed(Incident.from_json(incident.to_json(), "i"), "e1")
+    assert decision == Retry(1, 1000)
+    assert (view.attempts, view.first_failure_ms, view.last_failure_ms) == (1, 1000, 1000)
+    assert replayed(incident, "never-seen") is None
