@@ -50,7 +50,7 @@ def read_schema_file(path: Path) -> Any:
     try:
         schema = json.loads(path.read_text())
         parse_schema(schema, _write_hint=False)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # fastavro's parse errors share no base class with ValueError
         raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc
     return schema
 

@@ -1,0 +1,1 @@
+"""Avro: the schemas/ catalog, the Confluent wire-format codec, compatibility checks."""
