@@ -126,6 +126,39 @@ def schemas_check(schema_file: Path, subject: str, mode: str | None) -> None:
 
 
 @cli.command()
+@click.argument("source", type=click.File("r"), default="-")
+def produce(source) -> None:
+    """Send failure events from JSON lines (a file or stdin), validating each line first.
+    A bad line gets one error naming it and is not sent; the rest are."""
+    from confluent_kafka import Producer
+
+    from app.avro.catalog import SchemaCatalog
+    from app.avro.codec import codec_from_settings
+    from app.kafka_config import producer_config
+    from app.produce import encode_lines
+
+    settings = get_settings()
+    codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
+                                settings.schema_registry_url)
+    producer = Producer(producer_config(settings))
+    topic = settings.topic("recovery.failures")
+    sent = bad = 0
+    for number, record, error in encode_lines(source, codec):
+        if error is not None:
+            bad += 1
+            click.echo(f"line {number}: {error}", err=True)
+            continue
+        producer.produce(topic, key=record[0], value=record[1])
+        producer.poll(0)
+        sent += 1
+    if producer.flush(30):
+        raise click.ClickException("some events were not delivered within 30 s")
+    click.echo(f"sent {sent} failure events to {topic}" + (f", {bad} bad lines" if bad else ""))
+    if bad:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--count", default=5, show_default=True, help="Failure events to produce.")
 @click.option("--follow/--no-follow", default=True, help="Print lifecycle events as they come.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for events.")
