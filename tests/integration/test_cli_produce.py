@@ -19,7 +19,8 @@ def test_produce_sends_good_lines_and_names_the_bad_one(applied_topics, topic_pr
                             env=applied_topics, input="\n".join(lines) + "\n",
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("line 2: ")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert len(errors) == 1 and errors[0].startswith("line 2: ")
     assert "sent 2 failure events" in result.stdout
     reader = TopicReader(applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
                          [f"{topic_prefix}recovery.failures"])

@@ -188,8 +188,9 @@ def test_non_recoverable_input_ends_in_poison(fast_env, worker_factory, topic_pr
     reader = TopicReader(settings.kafka_bootstrap_servers, [poison, events_topic])
     codec = locked_codec()
     assert reader.wait_for(
-        lambda ms: len([e for e in lifecycle(codec, [m for m in ms if m.topic() == events_topic])
-                        if e["outcome"]]) >= 2, timeout=90)
+        lambda ms: any(m.topic() == poison for m in ms) and len(
+            [e for e in lifecycle(codec, [m for m in ms if m.topic() == events_topic])
+             if e["outcome"]]) >= 2, timeout=90)
     reader.close()
     outcomes = {e["incident_id"]: e for e in lifecycle(codec, reader.on(events_topic))
                 if e["outcome"]}
