@@ -48,10 +48,12 @@ def test_three_node_cluster_restarts_a_killed_node(three_nodes) -> None:
     pid = int((root / "node-2.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     time.sleep(1)
-    assert launcher("status", *args).returncode == 3
+    status = launcher("status", *args)
+    assert status.returncode == 3 and "node 2: stopped" in status.stdout
+    assert "stale pid file" in status.stderr
     restarted = launcher("start", *args)
     assert restarted.returncode == 0, restarted.stderr
-    assert "stale pid file" in restarted.stderr
+    assert "nothing to do" not in restarted.stderr
     assert int((root / "node-2.pid").read_text()) != pid
     assert launcher("status", *args).returncode == 0
 
