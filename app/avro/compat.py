@@ -1,21 +1,28 @@
 """Avro schema compatibility, by the specification's schema-resolution rules: can a reader
-schema read what a writer schema wrote? Modes as in Confluent Schema Registry."""
+schema read what a writer schema wrote? Modes as in Confluent Schema Registry.
+
+Schemas are parsed JSON as in .avsc files (dict, list or str), not fastavro-parsed objects.
+Named types may be defined once and referenced later by name; names resolve by the spec's
+namespace rules, and recursive types are checked without looping.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
-NAMED = {"record", "error", "enum", "fixed"}
-PROMOTIONS = {
-    "int": {"long", "float", "double"},
-    "long": {"float", "double"},
-    "float": {"double"},
-    "string": {"bytes"},
-    "bytes": {"string"},
+PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+NAMED = frozenset({"record", "error", "enum", "fixed"})
+_COMPLEX = NAMED | {"array", "map"}
+# writer type -> reader types that can read it
+PROMOTIONS: dict[str, frozenset[str]] = {
+    "int": frozenset({"long", "float", "double"}),
+    "long": frozenset({"float", "double"}),
+    "float": frozenset({"double"}),
+    "string": frozenset({"bytes"}),
+    "bytes": frozenset({"string"}),
 }
 
 
@@ -31,25 +38,43 @@ class CompatibilityMode(StrEnum):
 
 @dataclass(frozen=True)
 class Incompatibility:
+    """One reason a reader cannot read a writer's data.
+
+    `path` points into the reader schema ("/fields/amount/type"; "/" is the whole schema;
+    a number after a union's path is the branch index). `reader` and `writer` briefly describe
+    the two types met there. `version` is the 1-based position in `previous` of the schema
+    this is against (set by `check_compatibility`, None from `can_read`)."""
+
     path: str
     message: str
+    reader: str | None = None
+    writer: str | None = None
+    version: int | None = None
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
 
 
+def _short(name: str) -> str:
+    return name.rpartition(".")[2]
+
+
+def _fullname(name: str, namespace: str | None) -> str:
+    if "." in name or not namespace:
+        return name
+    return f"{namespace}.{name}"
+
+
+def _namespace_of(fullname: str) -> str | None:
+    return fullname.rpartition(".")[0] or None
+
+
 class _Names:
-    """Named types of one schema by full name, so references resolve."""
+    """The named types of one schema by full name, so references resolve."""
 
     def __init__(self, schema: Any):
         self.types: dict[str, dict[str, Any]] = {}
         self._collect(schema, None)
-
-    @staticmethod
-    def fullname(name: str, namespace: str | None) -> str:
-        if "." in name or not namespace:
-            return name
-        return f"{namespace}.{name}"
 
     def _collect(self, schema: Any, namespace: str | None) -> None:
         if isinstance(schema, list):
@@ -59,24 +84,26 @@ class _Names:
         if not isinstance(schema, dict):
             return
         kind = schema.get("type")
-        if kind in NAMED:
-            full = self.fullname(schema["name"], schema.get("namespace", namespace))
+        if isinstance(kind, dict | list):
+            self._collect(kind, namespace)
+        elif kind in NAMED:
+            full = _fullname(_name_of(schema), schema.get("namespace", namespace))
             if full in self.types:
                 return
             self.types[full] = schema
-            inner_ns = full.rpartition(".")[0] or None
             for field in schema.get("fields", []):
-                self._collect(field["type"], inner_ns)
+                self._collect(field.get("type"), _namespace_of(full))
         elif kind == "array":
-            self._collect(schema["items"], namespace)
+            self._collect(schema.get("items"), namespace)
         elif kind == "map":
-            self._collect(schema["values"], namespace)
-        elif isinstance(kind, (dict, list)):
-            self._collect(kind, namespace)
+            self._collect(schema.get("values"), namespace)
 
     def resolve(self, schema: Any, namespace: str | None) -> tuple[Any, str | None]:
-        """A schema with references and wrappers replaced by what they stand for (a primitive
-        with a logical type is its primitive), and the namespace in force inside it."""
+        """The schema a reference or wrapper stands for, and the namespace in force inside it.
+
+        Name references are looked up; `{"type": X}` wrappers are unwrapped; a primitive with a
+        logical type (or other attributes) becomes the bare primitive name. Named types come
+        back as their defining dict, with their own namespace."""
         while True:
             if isinstance(schema, str):
                 if schema in PRIMITIVES:
@@ -85,38 +112,42 @@ class _Names:
                 continue
             if isinstance(schema, list):
                 return schema, namespace
-            kind = schema.get("type")
-            if not isinstance(kind, str) or kind not in PRIMITIVES | NAMED | {"array", "map"}:
+            if not isinstance(schema, dict) or "type" not in schema:
+                raise ValueError(f"not an Avro schema: {schema!r}")
+            kind = schema["type"]
+            if not isinstance(kind, str) or kind not in PRIMITIVES | _COMPLEX:
                 schema = kind  # {"type": {...}}, {"type": [...]} or {"type": "SomeName"}
                 continue
             if kind in PRIMITIVES:
                 return kind, namespace
             if kind in NAMED:
-                full = self.fullname(schema["name"], schema.get("namespace", namespace))
-                return schema, full.rpartition(".")[0] or None
+                full = _fullname(_name_of(schema), schema.get("namespace", namespace))
+                return schema, _namespace_of(full)
             return schema, namespace
 
     def _lookup(self, name: str, namespace: str | None) -> dict[str, Any]:
-        found = self.types.get(self.fullname(name, namespace)) or self.types.get(name)
+        # as in the spec (and Avro's Java parser): the name in the enclosing namespace, then
+        # the name as written (a full name, or one in the null namespace)
+        found = self.types.get(_fullname(name, namespace)) or self.types.get(name)
         if found is None:
-            # an unqualified reference may name a type defined in another namespace
-            matches = [v for k, v in self.types.items() if k.rpartition(".")[2] == name]
-            if not matches:
-                raise ValueError(f"unknown type name {name!r}")
-            found = matches[0]
+            raise ValueError(f"unknown type name {name!r}")
         return found
 
 
-def _type_name(schema: Any) -> str:
+def _name_of(schema: dict[str, Any]) -> str:
+    name = schema.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a named type without a name: {schema!r}")
+    return name
+
+
+def _kind(schema: Any) -> str:
+    """The kind of a resolved schema: a primitive name, "union", "record", "enum", ..."""
     if isinstance(schema, list):
         return "union"
     if isinstance(schema, dict):
-        return schema["type"] if isinstance(schema["type"], str) else "union"
+        return "record" if schema["type"] == "error" else schema["type"]
     return schema
-
-
-def _short(name: str) -> str:
-    return name.rpartition(".")[2]
 
 
 class _Checker:
@@ -124,74 +155,100 @@ class _Checker:
         self.reader_names = _Names(reader)
         self.writer_names = _Names(writer)
         self.problems: list[Incompatibility] = []
+        # (reader fullname, writer fullname) of records being compared further up the stack
         self._in_progress: set[tuple[str, str]] = set()
+
+    def describe(self, schema: Any, names: _Names, namespace: str | None) -> str:
+        schema, namespace = names.resolve(schema, namespace)
+        kind = _kind(schema)
+        if kind == "union":
+            return "union [" + ", ".join(self.describe(b, names, namespace) for b in schema) + "]"
+        if kind in NAMED:
+            return f"{kind} {_fullname(_short(schema['name']), namespace)}"
+        if kind == "array":
+            return "array of " + self.describe(schema["items"], names, namespace)
+        if kind == "map":
+            return "map of " + self.describe(schema["values"], names, namespace)
+        return kind
 
     def check(self, reader: Any, writer: Any, path: str,
               r_ns: str | None = None, w_ns: str | None = None) -> bool:
+        """Whether the reader reads the writer; each reason it cannot goes into `problems`."""
         reader, r_ns = self.reader_names.resolve(reader, r_ns)
         writer, w_ns = self.writer_names.resolve(writer, w_ns)
-        r_kind, w_kind = _type_name(reader), _type_name(writer)
+        r_kind, w_kind = _kind(reader), _kind(writer)
+
+        def mismatch(message: str) -> bool:
+            return self._add(path, message, self.describe(reader, self.reader_names, r_ns),
+                             self.describe(writer, self.writer_names, w_ns))
 
         if w_kind == "union":
+            # whichever branch the writer used, the reader must be able to read it
             ok = True
-            for i, branch in enumerate(writer):
-                if not self._readable(reader, branch, f"{path}/{i}", r_ns, w_ns):
-                    self._add(path, f"reader cannot read writer union branch "
-                                    f"{_type_name(self.writer_names.resolve(branch, w_ns)[0])}")
-                    ok = False
+            for branch in writer:
+                ok = self.check(reader, branch, path, r_ns, w_ns) and ok
             return ok
         if r_kind == "union":
-            if any(self._readable(branch, writer, path, r_ns, w_ns) for branch in reader):
-                return True
-            return self._add(path, f"writer type {w_kind} matches no branch of the reader union")
+            return self._check_reader_union(reader, writer, path, r_ns, w_ns, mismatch)
 
         if r_kind in PRIMITIVES or w_kind in PRIMITIVES:
-            if r_kind == w_kind or r_kind in PROMOTIONS.get(w_kind, set()):
+            if r_kind == w_kind or r_kind in PROMOTIONS.get(w_kind, ()):
                 return True
-            return self._add(path, f"reader type {r_kind} cannot read writer type {w_kind}")
-        if r_kind != w_kind and not ({r_kind, w_kind} <= {"record", "error"}):
-            return self._add(path, f"reader type {r_kind} cannot read writer type {w_kind}")
+            return mismatch(f"reader type {r_kind} cannot read writer type {w_kind}")
+        if r_kind != w_kind:
+            return mismatch(f"reader type {r_kind} cannot read writer type {w_kind}")
 
         if r_kind == "array":
             return self.check(reader["items"], writer["items"], f"{path}/items", r_ns, w_ns)
         if r_kind == "map":
             return self.check(reader["values"], writer["values"], f"{path}/values", r_ns, w_ns)
-        if not self._names_match(reader, writer):
-            return self._add(path, f"name {writer['name']!r} does not match reader "
-                                   f"{reader['name']!r} or its aliases")
+        if not _names_match(reader, writer):
+            return mismatch(f"writer {w_kind} name {_short(writer['name'])!r} matches neither "
+                            f"the reader name {_short(reader['name'])!r} nor its aliases")
         if r_kind == "fixed":
             if reader["size"] != writer["size"]:
-                return self._add(path, f"fixed size {writer['size']} differs from reader "
-                                       f"size {reader['size']}")
+                return mismatch(f"fixed size {writer['size']} of the writer differs from the "
+                                f"reader size {reader['size']}")
             return True
         if r_kind == "enum":
-            return self._check_enum(reader, writer, path)
+            missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
+            if missing and "default" not in reader:
+                return mismatch(f"writer enum symbols {missing} are unknown to the reader, "
+                                "which has no default symbol")
+            return True
         return self._check_record(reader, writer, path, r_ns, w_ns)
+
+    def _check_reader_union(self, reader: list[Any], writer: Any, path: str,
+                            r_ns: str | None, w_ns: str | None,
+                            mismatch: Callable[[str], bool]) -> bool:
+        if any(self._readable(branch, writer, path, r_ns, w_ns) for branch in reader):
+            return True
+        # explain through the branch the writer was evidently meant to go to, if there is one
+        w_resolved, _ = self.writer_names.resolve(writer, w_ns)
+        for index, branch in enumerate(reader):
+            r_resolved, _ = self.reader_names.resolve(branch, r_ns)
+            if _kind(r_resolved) != _kind(w_resolved):
+                continue
+            if _kind(r_resolved) in NAMED and not _names_match(r_resolved, w_resolved):
+                continue
+            return self.check(branch, writer, f"{path}/{index}", r_ns, w_ns)
+        return mismatch(f"writer type {_kind(w_resolved)} matches no branch of the reader union")
 
     def _readable(self, reader: Any, writer: Any, path: str, r_ns: str | None,
                   w_ns: str | None) -> bool:
         """Whether the reader can read the writer, without recording the problems found."""
-        saved = list(self.problems)
-        ok = self.check(reader, writer, path, r_ns, w_ns)
-        self.problems = saved
-        return ok
-
-    def _names_match(self, reader: dict[str, Any], writer: dict[str, Any]) -> bool:
-        aliases = {_short(a) for a in reader.get("aliases", [])}
-        return _short(reader["name"]) == _short(writer["name"]) or \
-            _short(writer["name"]) in aliases
-
-    def _check_enum(self, reader: dict[str, Any], writer: dict[str, Any], path: str) -> bool:
-        missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
-        if missing and "default" not in reader:
-            return self._add(path, f"enum symbols {missing} are unknown to the reader "
-                                   "(and it has no default)")
-        return True
+        saved = self.problems
+        self.problems = []
+        try:
+            return self.check(reader, writer, path, r_ns, w_ns)
+        finally:
+            self.problems = saved
 
     def _check_record(self, reader: dict[str, Any], writer: dict[str, Any], path: str,
                       r_ns: str | None, w_ns: str | None) -> bool:
-        key = (_short(reader["name"]), _short(writer["name"]))
-        if key in self._in_progress:  # recursive type: assume compatible on the way back
+        key = (_fullname(_short(reader["name"]), r_ns), _fullname(_short(writer["name"]), w_ns))
+        if key in self._in_progress:
+            # a recursive type met again: whatever could differ is being checked further up
             return True
         self._in_progress.add(key)
         try:
@@ -203,8 +260,11 @@ class _Checker:
                 field_path = f"{path}/fields/{field['name']}"
                 if match is None:
                     if "default" not in field:
-                        ok = self._add(field_path, "field is missing in the writer and has no "
-                                                   "default in the reader")
+                        ok = self._add(
+                            field_path,
+                            f"reader field {field['name']!r} is missing in the writer and has "
+                            "no default",
+                            self.describe(field["type"], self.reader_names, r_ns), None)
                     continue
                 ok = self.check(field["type"], match["type"], f"{field_path}/type",
                                 r_ns, w_ns) and ok
@@ -212,13 +272,22 @@ class _Checker:
         finally:
             self._in_progress.discard(key)
 
-    def _add(self, path: str, message: str) -> bool:
-        self.problems.append(Incompatibility(path or "/", message))
+    def _add(self, path: str, message: str, reader: str | None, writer: str | None) -> bool:
+        self.problems.append(Incompatibility(path or "/", message, reader, writer))
         return False
 
 
+def _names_match(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
+    """Named types match by unqualified name, or by the writer's name among reader aliases."""
+    writer_name = _short(writer["name"])
+    return writer_name == _short(reader["name"]) or \
+        writer_name in {_short(a) for a in reader.get("aliases", [])}
+
+
 def can_read(reader: Any, writer: Any) -> list[Incompatibility]:
-    """The reasons `reader` cannot read data written with `writer`; empty when it can."""
+    """The reasons `reader` cannot read data written with `writer`; empty when it can.
+
+    Raises ValueError for a reference to an undefined name or a malformed schema."""
     checker = _Checker(reader, writer)
     checker.check(reader, writer, "")
     return checker.problems
@@ -226,22 +295,30 @@ def can_read(reader: Any, writer: Any) -> list[Incompatibility]:
 
 def check_compatibility(new: Any, previous: Sequence[Any],
                         mode: CompatibilityMode | str) -> list[Incompatibility]:
-    """Check a proposed schema against a subject's earlier versions (oldest first)."""
-    mode = CompatibilityMode(mode)
+    """Check a proposed schema against a subject's earlier versions (`previous`, oldest first).
+
+    BACKWARD: the new schema reads the latest version's data; FORWARD: the latest version reads
+    the new schema's data; FULL: both. The *_TRANSITIVE modes check every version, not only
+    the latest. NONE never finds a problem. Each problem names its version (1-based position in
+    `previous`) in its message and `version`. An unknown mode raises ValueError."""
+    mode = CompatibilityMode(mode.upper() if isinstance(mode, str) else mode)
     if mode is CompatibilityMode.NONE or not previous:
         return []
-    transitive = mode.value.endswith("_TRANSITIVE")
     against = list(enumerate(previous, start=1))
-    if not transitive:
+    if not mode.value.endswith("_TRANSITIVE"):
         against = against[-1:]
     base = mode.value.removesuffix("_TRANSITIVE")
     problems: list[Incompatibility] = []
     for number, old in against:
         if base in ("BACKWARD", "FULL"):
-            problems += [Incompatibility(p.path, f"new schema cannot read version {number}: "
-                                                 f"{p.message}") for p in can_read(new, old)]
+            problems += [_against(p, number, f"new schema cannot read version {number}")
+                         for p in can_read(new, old)]
         if base in ("FORWARD", "FULL"):
-            problems += [Incompatibility(p.path, f"version {number} cannot read the new "
-                                                 f"schema: {p.message}")
+            problems += [_against(p, number, f"version {number} cannot read the new schema")
                          for p in can_read(old, new)]
     return problems
+
+
+def _against(problem: Incompatibility, version: int, prefix: str) -> Incompatibility:
+    return Incompatibility(problem.path, f"{prefix}: {problem.message}", problem.reader,
+                           problem.writer, version)
