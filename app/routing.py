@@ -100,7 +100,8 @@ def forwarded(topic: str, key: bytes | None, value: bytes | None, headers: h.Hea
 
 def redelivery(target: str, key: bytes | None, value: bytes | None,
                headers: h.Headers, **changes: object | None) -> OutRecord:
-    """To the consumer: routing-only headers go; incident, attempt and origin stay so the
-    consumer wrapper can acknowledge the right incident."""
-    kept = h.without(headers, (h.RETRY_DUE, h.HELD, h.COMMAND, h.ORIGINAL_KEY, h.DISPATCH_TARGET))
+    """To the consumer: routing-only headers go; incident, attempt, origin and the due time
+    stay, so the consumer wrapper can acknowledge the right incident and anyone can see how
+    late the retry came."""
+    kept = h.without(headers, (h.HELD, h.COMMAND, h.ORIGINAL_KEY, h.DISPATCH_TARGET))
     return OutRecord(target, key, value, h.with_context(kept, changes))

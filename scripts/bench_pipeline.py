@@ -139,7 +139,8 @@ def measure_lateness(settings: Settings, env: dict, rate: int, seconds: int,
     ensure_topic(settings.kafka_bootstrap_servers, target)
     worker = start_worker(env, workdir / "worker-lateness.log")
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
-                         "group.id": f"late-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+                         "group.id": f"late-{uuid.uuid4()}", "auto.offset.reset": "earliest",
+                         "topic.metadata.refresh.interval.ms": 1000})
     consumer.subscribe([target])
     time.sleep(8)  # let the worker join before the clock starts
     producer = Producer(producer_config(settings))
@@ -174,8 +175,18 @@ def measure_lateness(settings: Settings, env: dict, rate: int, seconds: int,
     return lateness
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
+    if not ordered:
+        raise SystemExit("no retries were redelivered; see the worker logs in bench-pipeline-*")
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
@@ -192,7 +203,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=servers, RECOVERY_TOPIC_PREFIX=prefix,
                RECOVERY_APP_ID=f"recovery-{prefix.rstrip('.')}",
-               RECOVERY_DATA_DIR=str(workdir / "data"), RECOVERY_WEB_PORT="0")
+               RECOVERY_DATA_DIR=str(workdir / "data"), RECOVERY_WEB_PORT=str(free_port()))
     settings = Settings(kafka_bootstrap_servers=servers, topic_prefix=prefix)
     run_cli(env, "topics", "apply")
     ensure_topic(servers, f"{prefix}bare-sink")
@@ -212,11 +223,17 @@ def main() -> int:
     worker.terminate()
     worker.wait(60)
     worker_rate = outcomes / worker_seconds
+    print(f"bare loop {bare_rate:,.0f}/s, worker {worker_rate:,.0f}/s", flush=True)
 
     print(f"lateness: {args.retry_rate} retries/s for {args.retry_seconds} s ...", flush=True)
-    env_late = dict(env, RECOVERY_APP_ID=f"recovery-{prefix.rstrip('.')}-late",
+    # Fresh topics, so the retry run does not first wade through the throughput run's input.
+    late_prefix = f"late{uuid.uuid4().hex[:8]}."
+    env_late = dict(env, RECOVERY_APP_ID=f"recovery-{late_prefix.rstrip('.')}",
+                    RECOVERY_TOPIC_PREFIX=late_prefix, RECOVERY_WEB_PORT=str(free_port()),
                     RECOVERY_DATA_DIR=str(workdir / "data-late"))
-    lateness = measure_lateness(settings, env_late, args.retry_rate, args.retry_seconds,
+    run_cli(env_late, "topics", "apply")
+    late_settings = Settings(kafka_bootstrap_servers=servers, topic_prefix=late_prefix)
+    lateness = measure_lateness(late_settings, env_late, args.retry_rate, args.retry_seconds,
                                 workdir)
     p50, p99 = percentile(lateness, 0.5), percentile(lateness, 0.99)
 
