@@ -20,7 +20,9 @@ class UsageFailure(click.ClickException):
 def _admin():
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient({"bootstrap.servers": get_settings().kafka_bootstrap_servers})
+    from app.kafka_config import admin_config
+
+    return AdminClient(admin_config(get_settings()))
 
 
 def cluster_size(timeout: float = 30) -> int:
