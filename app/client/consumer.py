@@ -26,16 +26,29 @@ def redelivery_topic(group: str) -> str:
     return f"{group}.redelivery"
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 3) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    for future in admin.create_topics([NewTopic(topic, partitions)]).values():
-        try:
-            future.result()
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, *,
+                 admin_settings: dict[str, Any] | None = None, timeout: float = 30.0) -> None:
+    """Creates the topic if missing and returns once every partition has a leader: a
+    consumer that subscribes earlier finds it "not available" and, with librdkafka's
+    defaults, looks again only at the next metadata refresh, minutes later."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(admin_settings or {})})
+    if topic not in admin.list_topics(timeout=10).topics:
+        for future in admin.create_topics([NewTopic(topic, partitions)]).values():
+            try:
+                future.result()
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+    deadline = time.monotonic() + timeout
+    while True:
+        found = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if found is not None and found.error is None and found.partitions and all(
+                p.leader >= 0 for p in found.partitions.values()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topic {topic} has no leader for every partition after "
+                               f"{timeout:.0f} s")
+        time.sleep(0.2)
 
 
 class SeenReplays:
@@ -74,7 +87,8 @@ class RecoveringConsumer:
         self.replays = SeenReplays()
         self._last_beat = 0.0
         self._stopped = False
-        ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery)
+        ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery,
+                     admin_settings=kafka_config.admin_config(self.settings))
         self.consumer = Consumer(
             kafka_config.consumer_config(self.settings, group, **(consumer_config or {})))
         self.consumer.subscribe(self.topics)
