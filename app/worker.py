@@ -13,7 +13,7 @@ import orjson
 
 from app import decisions as d
 from app import headers as h
-from app import health, intake, lifecycle, retry_tiers, routing
+from app import health, intake, lifecycle, retry_tiers, routing, strategies
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
@@ -71,6 +71,8 @@ class Pipeline:
             delay = retry_tiers.tier_delay_ms(spec.name)
             if delay is not None:
                 self.tiers[delay] = topic(spec.name)
+        # Scenario strategies (app/strategies.py), installed by create_app.
+        self.strategies: list[strategies.Strategy] = []
 
     async def send(self, record: routing.OutRecord) -> None:
         # Straight to the transport producer: the records are bytes already, and Faust's
@@ -109,22 +111,27 @@ class Pipeline:
                           consumer_group=event["source"]["consumer_group"],
                           dispatch_target=target)
         before = d.Incident.from_json(incidents.get(incident_id), incident_id)
+        owner = strategies.owner_of(self.strategies, event)
+        if owner is not None:
+            await self.emit_received(event, before, classification.as_record())
+            await owner.handle(strategies.StrategyContext(
+                self, event, record, before, classification, None, incidents))
+            return
         decision = d.decide(before, report, self.policies.retry_for(classification.type))
         if isinstance(decision, d.Duplicate):
             # Processed before a crash: the state was saved, the outputs may not have been.
             # Send them again; their ids are deterministic, so readers see one outcome.
             again = d.replayed(before, report.event_id)
             if again is not None:
-                await self.apply(event, record, again[0], classification, again[1])
+                await self.apply(event, record, again[0], classification, again[1], incidents)
             return
         incident = d.record_report(before, report, decision, now_ms())
         incidents[incident_id] = incident.to_json()
-        await self.apply(event, record, incident, classification, decision)
+        await self.apply(event, record, incident, classification, decision, incidents)
 
-    async def apply(self, event: dict[str, Any], record: intake.RawRecord, incident: d.Incident,
-                    classification: Classification, decision: d.Decision) -> None:
+    async def emit_received(self, event: dict[str, Any], incident: d.Incident,
+                            cls: dict[str, str]) -> None:
         incident_id, event_id = incident.incident_id, event["event_id"]
-        cls = classification.as_record()
         common = {"failure_event_id": event_id, "classification": cls,
                   "attempt": incident.attempts}
         await self.emit(lifecycle.FAILURE_RECEIVED, incident_id, step_id=f"{event_id}:received",
@@ -133,29 +140,46 @@ class Pipeline:
         await self.emit(reported_event(event["kind"]), incident_id,
                         step_id=f"{event_id}:classified",
                         payload=scenario_payload(event, cls), **common)
+
+    async def apply(self, event: dict[str, Any], record: intake.RawRecord, incident: d.Incident,
+                    classification: Classification, decision: d.Decision,
+                    incidents: Any = None) -> None:
+        """Sends what a decision calls for. Runs again, unchanged, for a report redelivered
+        after a crash, so everything here (strategies included) must be idempotent."""
+        incident_id, event_id = incident.incident_id, event["event_id"]
+        cls = classification.as_record()
+        common = {"failure_event_id": event_id, "classification": cls,
+                  "attempt": incident.attempts}
+        await self.emit_received(event, incident, cls)
+        ctx = strategies.StrategyContext(self, event, record, incident, classification,
+                                         decision, incidents)
         original = routing.original_of(event, record)
-        ctx = routing.context(event, original, incident, classification)
+        headers = routing.context(event, original, incident, classification)
+        handled = False
+        for strategy in self.strategies:
+            handled = await strategy.after_decision(ctx) or handled
         match decision:
             case d.Retry(retry_number=n, delay_ms=delay):
                 due = now_ms() + delay
                 tier = retry_tiers.tier_for(delay, list(self.tiers))
                 await self.send(routing.moved(self.tiers[tier], original, {
-                    **ctx, h.RETRY_DUE: due, h.DISPATCH_TARGET: incident.dispatch_target}))
+                    **headers, h.RETRY_DUE: due, h.DISPATCH_TARGET: incident.dispatch_target}))
                 await self.emit(lifecycle.RETRY_SCHEDULED, incident_id,
                                 step_id=f"{event_id}:retry-{n}",
                                 payload={"retry": n, "delayMs": delay, "dueAt": due,
                                          "target": incident.dispatch_target}, **common)
             case d.Poison(reason=reason):
                 await self.send(routing.moved(self.poison_name, original,
-                                              {**ctx, h.REASON: reason}))
+                                              {**headers, h.REASON: reason}))
                 await self.emit(lifecycle.POISONED, incident_id, step_id=f"{event_id}:poisoned",
                                 outcome="poisoned", payload={"reason": reason}, **common)
             case d.DeadLetter(reason=reason):
-                await self.send(routing.moved(self.dlq_name, original, {**ctx, h.REASON: reason}))
+                await self.send(routing.moved(self.dlq_name, original,
+                                              {**headers, h.REASON: reason}))
                 await self.emit(lifecycle.DEAD_LETTERED, incident_id,
                                 step_id=f"{event_id}:dead-lettered", outcome="dead_lettered",
                                 payload={"reason": reason, "nextRetryMs": 30_000}, **common)
-            case d.Escalate(reason=reason) | d.AlternativeRoute(reason=reason):
+            case d.Escalate(reason=reason) | d.AlternativeRoute(reason=reason) if not handled:
                 await self.emit(lifecycle.ESCALATED, incident_id, step_id=f"{event_id}:escalated",
                                 outcome="escalated",
                                 payload={"reason": reason,
@@ -332,6 +356,7 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         autodiscover=False,
     )
     pipeline = Pipeline(app, settings, codec, policies)
+    pipeline.strategies = strategies.install_all(app, pipeline)
     # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     incidents = app.Table("incidents", default=None, schema=json_values)

@@ -1,0 +1,83 @@
+"""Where scenario strategies plug into the worker.
+
+The generic pipeline (classify, decide, retry through tiers, dead-letter, poison) runs for
+every failure event. A scenario strategy (app/scenarios/*) adds what the source document's
+handler for one failure kind does beyond that:
+
+- `takes_over(event)`: the strategy owns the event from the start (no generic retry
+  decision is made): e.g. a network partition report, a cache inconsistency.
+- `after_decision(ctx)`: called once the generic decision is made and recorded, before its
+  records are sent; for Escalate/AlternativeRoute decisions, returning True means the
+  strategy handled the terminal step itself (alternative server, cached result, fallback,
+  ...), so the generic `recovery/escalated` event is not emitted. Runs again for a report
+  redelivered after a crash: use deterministic step ids (Pipeline.emit's step_id).
+
+Each scenario module exposes `install(app, pipeline) -> Strategy`, which may also register
+its own Faust agents and tables, and is listed in SCENARIO_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app import decisions as d
+from app.classification import Classification
+
+log = logging.getLogger(__name__)
+
+# One line per scenario module; each must define `install(app, pipeline) -> Strategy`.
+SCENARIO_MODULES: tuple[str, ...] = (
+)
+
+
+@dataclass
+class StrategyContext:
+    pipeline: Any  # app.worker.Pipeline (send, emit, settings, codec, topic names)
+    event: dict[str, Any]  # the decoded failure event
+    record: Any  # app.intake.RawRecord it came in
+    incident: d.Incident
+    classification: Classification
+    decision: d.Decision | None  # None when the strategy took the event over
+    incidents: Any  # the incidents table (writable inside the incident agent)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def takes_over(self, event: dict[str, Any]) -> bool: ...
+
+    async def handle(self, ctx: StrategyContext) -> None: ...
+
+    async def after_decision(self, ctx: StrategyContext) -> bool: ...
+
+
+class BaseStrategy:
+    """Defaults: claims nothing, adds nothing after the generic decision."""
+
+    name = "base"
+    kinds: frozenset[str] = frozenset()
+
+    def takes_over(self, event: dict[str, Any]) -> bool:
+        return False
+
+    async def handle(self, ctx: StrategyContext) -> None:
+        return None
+
+    async def after_decision(self, ctx: StrategyContext) -> bool:
+        return False
+
+
+def install_all(app: Any, pipeline: Any, modules: tuple[str, ...] = SCENARIO_MODULES
+                ) -> list[Strategy]:
+    installed: list[Strategy] = []
+    for name in modules:
+        module = importlib.import_module(name)
+        installed.append(module.install(app, pipeline))
+    return installed
+
+
+def owner_of(strategies: list[Strategy], event: dict[str, Any]) -> Strategy | None:
+    return next((s for s in strategies if s.takes_over(event)), None)
