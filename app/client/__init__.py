@@ -1,5 +1,5 @@
 """Client API for services: report failures, acknowledge redeliveries, send heartbeats, and
-a consumer wrapper that does all three on its own."""
+consumer wrappers (a confluent-kafka loop, a Faust agent) that do all three on their own."""
 
 from app.client.consumer import RecoveringConsumer
 from app.client.reporter import FailureReporter, work_item_of

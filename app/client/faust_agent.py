@@ -1,0 +1,133 @@
+"""The consumer wrapper for a Faust agent: what RecoveringConsumer does for a confluent-kafka
+loop (report a handler's exception as a failure event, consume the redelivery topic, send
+heartbeats, acknowledge successful redeliveries), for a service written with Faust.
+
+    recovering = RecoveringAgent(app, group="billing", service="billing")
+
+    @recovering.agent("orders")
+    async def handle(event: faust.Event) -> None:
+        ...  # raise to report a failure; return to succeed
+
+The service's agent then reads both its own topics and `<group>.redelivery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from app import headers as h
+from app import kafka_config
+from app.client.consumer import SeenReplays, ensure_topic, redelivery_topic
+from app.client.reporter import FailureReporter
+from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+EventHandler = Callable[[faust.EventT], Awaitable[None]]
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
+
+
+class FaustRecord:
+    """A Faust message seen through confluent-kafka's Message accessors, which is what the
+    reporter reads the failed record from."""
+
+    def __init__(self, message: Any):
+        self._message = message
+
+    def topic(self) -> str:
+        return self._message.topic
+
+    def partition(self) -> int:
+        return self._message.partition
+
+    def offset(self) -> int:
+        return self._message.offset
+
+    def key(self) -> bytes | None:
+        return self._message.key
+
+    def value(self) -> bytes | None:
+        return self._message.value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return list(self._message.headers or [])
+
+    def timestamp(self) -> tuple[int, int]:
+        stamp = self._message.timestamp
+        return (1, int(stamp * 1000)) if stamp else (0, 0)
+
+
+class RecoveringAgent:
+    def __init__(self, app: faust.App, *, group: str, service: str,
+                 settings: Settings | None = None, reporter: FailureReporter | None = None,
+                 heartbeat_interval: float = 15.0, failure_kind: str = "PROCESSING_FAILED",
+                 error_type: str = "handler_exception"):
+        self.app = app
+        self.settings = settings or get_settings()
+        self.group = group
+        self.service = service
+        self.reporter = reporter or FailureReporter(self.settings)
+        self.redelivery = redelivery_topic(group)
+        self.failure_kind = failure_kind
+        self.error_type = error_type
+        self.events_processed = 0
+        self.failures_reported = 0
+        self.replays = SeenReplays()
+        ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery,
+                     admin_settings=kafka_config.admin_config(self.settings))
+        app.timer(heartbeat_interval)(self._beat)
+
+    async def _beat(self) -> None:
+        self.reporter.heartbeat(self.group, events_processed=self.events_processed)
+
+    def agent(self, *topics: str, name: str | None = None
+              ) -> Callable[[EventHandler], EventHandler]:
+        """Registers a Faust agent over `topics` and the redelivery topic that calls the
+        handler once per record, with the recovery behaviour around it."""
+        channel = self.app.topic(*topics, self.redelivery, allow_empty=True, **RAW)
+
+        def register(handler: EventHandler) -> EventHandler:
+            async def recovering_agent(stream: faust.StreamT) -> None:
+                async for event in stream.events():
+                    await self.handle(event, handler)
+
+            self.app.agent(channel, name=name or f"{self.group}-{handler.__name__}")(
+                recovering_agent)
+            return handler
+
+        return register
+
+    async def handle(self, event: faust.EventT, handler: EventHandler) -> None:
+        record = FaustRecord(event.message)
+        replay_id = h.header_value(record.headers(), h.REPLAY_ID)
+        if replay_id and not self.replays.first_time(replay_id):
+            return
+        incident = h.header_value(record.headers(), h.INCIDENT_ID)
+        try:
+            await handler(event)
+        except Exception as exc:
+            self.failures_reported += 1
+            self.reporter.report(
+                kind=self.failure_kind, error_type=self.error_type, service=self.service,
+                message=f"{type(exc).__name__}: {exc}", record=record,  # type: ignore[arg-type]
+                consumer_group=self.group, dispatch_target=self.redelivery,
+                stack_trace="".join(traceback.format_exception(exc)), severity="ERROR",
+                detail=("ConsumerCrashed", {"consumer_id": self.group,
+                                            "error_type": type(exc).__name__,
+                                            "events_processed": self.events_processed}))
+            # The offset is committed after this returns: the report must be durable first.
+            await self._flush()
+            return
+        self.events_processed += 1
+        if incident:
+            self.reporter.acknowledge(incident, replay_id)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.reporter.flush, 10)
