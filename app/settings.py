@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,34 @@ class Settings(BaseSettings):
     # A due retry for an unhealthy consumer waits this long before it is looked at again
     # (the source's 30 s dead-letter retry).
     hold_retry_ms: int = 30_000
+    # Consumer-lag monitoring (app/lag): the worker takes a snapshot every lag_interval_s
+    # (0 = off) of the groups matching lag_groups (comma-separated globs, empty = all);
+    # statuses are judged over the last lag_window snapshots.
+    lag_interval_s: float = 10.0
+    lag_groups: str = ""
+    lag_window: int = 10
+
+    # Oversized messages (app/oversize, docs/oversized-messages.md). The claim-check store is
+    # object_store_url (empty = file://<data_dir>/objects), under object_store_prefix;
+    # object_store_endpoint_url points boto3 at a non-AWS S3 API (MinIO, moto).
+    object_store_prefix: str = "claim-checks/"
+    object_store_endpoint_url: str | None = None
+    object_store_region: str = "us-east-1"
+    # HMAC-SHA256 key signing claim-check references (a SecretStr: never printed or logged).
+    object_store_signing_key: SecretStr | None = None
+    object_store_retention_ms: int = 7 * 24 * 3600 * 1000
+    # Per-topic strategy settings as JSON, e.g. {"orders": {"force": "fragmentation"},
+    # "*": {"disable": ["external_storage"]}}; keys: force, disable, codecs,
+    # max_message_bytes, max_fragmented_bytes.
+    oversize_topics: dict[str, dict[str, object]] = {}
+    # Limit used when a topic's max.message.bytes cannot be read.
+    oversize_max_message_bytes: int = 1_000_000
+    # Reassembly: incomplete fragment sets go to the dead-letter topic after this long;
+    # buffers above the memory cap spill to disk (or fail the set when spill is off).
+    fragment_expiry_ms: int = 300_000
+    reassembly_memory_bytes: int = 512 * 1024 * 1024
+    reassembly_spill: bool = True
+    reassembly_max_message_bytes: int = 4 * 1024 * 1024 * 1024
 
     def topic(self, logical_name: str) -> str:
         return f"{self.topic_prefix}{logical_name}"
