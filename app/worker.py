@@ -13,11 +13,12 @@ import orjson
 
 from app import decisions as d
 from app import headers as h
-from app import health, intake, lifecycle, retry_tiers, routing, strategies
+from app import health, intake, lifecycle, metrics, retry_tiers, routing, strategies, web
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
 from app.dead_letters import scan_dead_letters
+from app.lag.monitor import LagMonitor
 from app.policy import Policies, load_policies
 from app.scenario_events import reported_event
 from app.settings import Settings
@@ -87,6 +88,7 @@ class Pipeline:
         event = lifecycle.lifecycle_event(event_type, incident_id, event_id=step_id, **fields)
         await self.send(routing.OutRecord(self.events_name, incident_id.encode(),
                                           self.codec.encode(lifecycle.SUBJECT, event), None))
+        metrics.observe_lifecycle_event(event)
 
     # ---- failure reports -----------------------------------------------------------------
 
@@ -390,6 +392,19 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
             await heartbeats.send(key=group.encode(),
                                   value=orjson.dumps({"group": group, "check": True}))
 
+    # Consumer lag, Prometheus metrics and the overview page (app/lag, app/metrics, app/web).
+    lag_monitor = LagMonitor(settings)
+    metrics.register_lag(lambda: lag_monitor.view)
+    web.install(app, lag_monitor)
+    if settings.lag_interval_s > 0:
+        @app.timer(settings.lag_interval_s)
+        async def collect_lag() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, lag_monitor.refresh)
+            except Exception as exc:  # the next tick tries again; the page shows the last view
+                log.warning("lag snapshot failed: %s", exc)
+
+    app.lag_monitor = lag_monitor  # type: ignore[attr-defined]
     app.recovery_pipeline = pipeline  # type: ignore[attr-defined]
     return app
 
