@@ -176,6 +176,10 @@ def demo(count: int, follow: bool, timeout: float) -> None:
     run_demo(get_settings(), count=count, follow=follow, timeout=timeout, echo=click.echo)
 
 
+from app.cli_lag import lag as lag_command  # noqa: E402  (recovery lag)
+
+cli.add_command(lag_command)
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

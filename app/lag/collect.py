@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -59,28 +60,36 @@ def parse_patterns(text: str) -> list[str]:
 class LagCollector:
     """Takes snapshots; one AdminClient for its whole life (it is thread-safe)."""
 
-    def __init__(self, settings: Settings, *, timeout: float = 15.0,
+    def __init__(self, settings: Settings, *, timeout: float = 15.0, quiet: bool = False,
                  admin: AdminClient | None = None):
         self.settings = settings
         self.timeout = timeout
-        self.admin = admin or AdminClient(admin_config(settings))
+        # quiet: no librdkafka log lines on stderr (the CLI reports errors itself)
+        extra = {"log_level": 0} if quiet else {}
+        self.admin = admin or AdminClient(admin_config(settings, **extra))
 
     def snapshot(self, patterns: Sequence[str] = (), *,
                  sized_topics: Iterable[str] = ()) -> Snapshot:
         taken = int(time.time() * 1000)
         errors: list[str] = []
+        where = self.settings.kafka_bootstrap_servers
         try:
+            # One metadata request first: an unreachable cluster is one clear error here,
+            # where the group listing would return an empty list.
+            metadata = self.admin.list_topics(timeout=self.timeout)
             listed = self.admin.list_consumer_groups(
                 request_timeout=self.timeout).result(self.timeout + 5)
         except Exception as exc:
-            raise LagError(f"cannot list consumer groups at "
-                           f"{self.settings.kafka_bootstrap_servers}: {exc}") from exc
+            raise LagError(f"cannot reach Kafka at {where}: {exc}") from exc
+        if listed.errors and not listed.valid:
+            raise LagError(f"cannot list consumer groups at {where}: {listed.errors[0]}")
+        errors += [f"listing groups: {error}" for error in listed.errors]
         listings = sorted((g for g in listed.valid if matches(g.group_id, patterns)),
                           key=lambda g: g.group_id)
         groups = self._committed(listings, errors)
         partitions = {tp for g in groups.values() for tp in g.committed}
         end_offsets = self._offsets(partitions, OffsetSpec.latest(), errors)
-        sizes = self._topic_sizes(list(sized_topics), errors)
+        sizes = self._topic_sizes(metadata, list(sized_topics), errors)
         return Snapshot(taken, groups, end_offsets, sizes, errors)
 
     def _committed(self, listings: list, errors: list[str]) -> dict[str, GroupOffsets]:
@@ -123,14 +132,8 @@ class LagCollector:
                     errors.append(f"topic {tp.topic}: {exc}")
         return offsets
 
-    def _topic_sizes(self, topics: list[str], errors: list[str]) -> dict[str, int]:
-        if not topics:
-            return {}
-        try:
-            metadata = self.admin.list_topics(timeout=self.timeout)
-        except Exception as exc:
-            errors.append(f"topic metadata: {exc}")
-            return {}
+    def _topic_sizes(self, metadata: Any, topics: list[str],
+                     errors: list[str]) -> dict[str, int]:
         partitions = [(t, p) for t in topics if t in metadata.topics
                       for p in metadata.topics[t].partitions]
         ends = self._offsets(partitions, OffsetSpec.latest(), errors)
