@@ -180,6 +180,11 @@ from app.cli_lag import lag as lag_command  # noqa: E402  (recovery lag)
 
 cli.add_command(lag_command)
 
+from app.cli_replay import replay as replay_command  # noqa: E402  (recovery replay)
+
+cli.add_command(replay_command)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

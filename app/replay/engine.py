@@ -1,0 +1,275 @@
+"""The replay loop: read the dead-letter topic in batches over the partitions a replay still
+has to read, keep what the selection takes, send it to its target with a replay id, and
+store progress every few seconds, once everything sent so far has been acknowledged.
+
+At least once, delivered once: after a crash the records sent since the last stored progress
+are sent again with the same replay ids, and the client API drops the second copy. The
+dead-letter topic is only read, never written to."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from app import headers as h
+from app.kafka_config import consumer_config, producer_config
+from app.replay import rate as rate_limit
+from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
+from app.replay.selection import Predicate
+from app.replay.store import ProgressStore, topic_partitions
+from app.replay.summary import Row, row_of
+from app.replay.targets import STRIPPED, TOPIC, Target, resolver
+from app.settings import Settings
+
+CHECKPOINT_S = 2.0
+FLUSH_TIMEOUT_S = 60.0
+_EOF = KafkaError._PARTITION_EOF
+
+
+def make_consumer(settings: Settings) -> Consumer:
+    """Assigned partitions only: no group membership, nothing committed."""
+    return Consumer(consumer_config(settings, f"recovery-replay-{uuid.uuid4()}", **{
+        "enable.partition.eof": True,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "queued.max.messages.kbytes": 256 * 1024,
+    }))
+
+
+def make_producer(settings: Settings, errors: list[str]) -> Producer:
+    """Large batches, long linger; a delivery report only for a record that failed."""
+
+    def failed(err: KafkaError | None, message: Any) -> None:
+        if err is not None:
+            errors.append(f"{message.topic()}: {err.str()}")
+
+    return Producer(producer_config(settings, **{
+        "linger.ms": 50,
+        "batch.size": 1_000_000,
+        "batch.num.messages": 100_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "delivery.report.only.error": True,
+        "on_delivery": failed,
+    }))
+
+
+@dataclass
+class Counts:
+    scanned: int = 0
+    matched: int = 0
+    sent: int = 0
+    unroutable: int = 0
+    not_sent: int = 0
+
+
+@dataclass
+class Outcome:
+    progress: Progress
+    run: Counts
+    elapsed_s: float
+    interrupted: bool = False
+    summary: Counter[Row] = field(default_factory=Counter)  # dry run: what would be sent
+    missing: Counter[str] = field(default_factory=Counter)  # target topic -> records not sent
+    delivery_error: str | None = None
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+class Replay:
+    def __init__(self, *, consumer: Consumer, producer: Producer | None,
+                 store: ProgressStore | None, progress: Progress, target: Target,
+                 predicate: Predicate | None, delivery_errors: list[str] | None = None,
+                 dry_run: bool = False, rate: float | None = None,
+                 checkpoint_s: float = CHECKPOINT_S, stop: Callable[[], bool] = lambda: False,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
+        if not dry_run and (producer is None or store is None):
+            raise ValueError("a replay that sends needs a producer and a progress store")
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.base = progress
+        self.progress = progress
+        self.target = target
+        self.predicate = predicate
+        self.errors = delivery_errors if delivery_errors is not None else []
+        self.dry_run = dry_run
+        self.rate = rate
+        self.checkpoint_s = checkpoint_s
+        self.stop = stop
+        self.on_progress = on_progress
+        self.clock = clock
+        self.wall_ms = wall_ms
+        self.run_counts = Counts()
+        self.summary: Counter[Row] = Counter()
+        self.missing: Counter[str] = Counter()
+        self.known_topics: dict[str, bool] = {}
+        self.next: dict[int, int] = {}
+        self.open: set[int] = set()
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        started = self.clock()
+        topic = self.base.dlq_topic
+        todo = self.base.to_read()
+        self.open = set(todo)
+        if todo:
+            self.consumer.assign([TopicPartition(topic, p, off) for p, off in todo.items()])
+        batch = rate_limit.batch_size(self.rate)
+        last_checkpoint = started
+        try:
+            while self.open and not self.stop():
+                messages = self.consumer.consume(num_messages=batch, timeout=0.5)
+                if messages:
+                    self._batch(messages)
+                    if self.producer is not None:
+                        self.producer.poll(0)
+                    if self.on_progress is not None:
+                        self.on_progress(self._current(RUNNING))
+                self._keep_rate(started)
+                if not self.dry_run and self.clock() - last_checkpoint >= self.checkpoint_s:
+                    self._checkpoint(RUNNING)
+                    last_checkpoint = self.clock()
+            interrupted = bool(self.open)
+            self._checkpoint(INTERRUPTED if interrupted else DONE)
+        except DeliveryFailed as exc:
+            if self.store is not None:
+                self.store.save(_marked(self.progress, FAILED, self.wall_ms()))
+                self.producer.flush(FLUSH_TIMEOUT_S)  # type: ignore[union-attr]
+            return Outcome(self.progress, self.run_counts, self.clock() - started,
+                           interrupted=True, missing=self.missing, delivery_error=str(exc))
+        return Outcome(self.progress, self.run_counts, self.clock() - started,
+                       interrupted=interrupted, summary=self.summary, missing=self.missing)
+
+    def _batch(self, messages: list[Any]) -> None:
+        """Per-record work is kept to the minimum: the headers are turned into a dict only
+        when a filter or the target needs one, and counts are kept in locals."""
+        end = self.base.end
+        nxt = self.next
+        predicate = self.predicate
+        resolve = resolver(self.target)
+        need_dict = predicate is not None or self.target.kind != TOPIC or self.dry_run
+        dry_run = self.dry_run
+        produce = self.producer.produce if self.producer is not None else None
+        known = self.known_topics
+        stripped = STRIPPED
+        replay_header = h.REPLAY_ID
+        scanned = matched = sent = unroutable = not_sent = 0
+        hs_dict: dict[str, bytes | None] = {}
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                self._consumer_error(m, error)
+                continue
+            p = m.partition()
+            off = m.offset()
+            if off >= end[p]:
+                self._close(p)
+                continue
+            nxt[p] = off + 1
+            if off + 1 >= end[p]:
+                self._close(p)
+            scanned += 1
+            hs = m.headers() or []
+            if need_dict:
+                hs_dict = dict(hs)
+            if predicate is not None and not predicate(m.key(), hs_dict, m.timestamp()[1]):
+                continue
+            matched += 1
+            topic = resolve(hs_dict)
+            if dry_run:
+                self.summary[row_of(hs_dict, topic)] += 1
+                if topic is None:
+                    unroutable += 1
+                continue
+            if topic is None:
+                unroutable += 1
+                continue
+            exists = known.get(topic)
+            if exists is None:
+                exists = known[topic] = self._topic_exists(topic)
+            if not exists:
+                self.missing[topic] += 1
+                not_sent += 1
+                continue
+            headers = [x for x in hs if x[0] not in stripped]
+            headers.append((replay_header, b"%d:%d" % (p, off)))
+            while True:
+                try:
+                    produce(topic, m.value(), m.key(), headers=headers)  # type: ignore[misc]
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)  # type: ignore[union-attr]
+            sent += 1
+        c = self.run_counts
+        c.scanned += scanned
+        c.matched += matched
+        c.sent += sent
+        c.unroutable += unroutable
+        c.not_sent += not_sent
+
+    def _consumer_error(self, message: Any, error: KafkaError) -> None:
+        if error.code() == _EOF:
+            self._close(message.partition())
+        elif error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise KafkaException(error)
+        # anything else is transient; librdkafka retries on its own
+
+    def _close(self, partition: int) -> None:
+        if partition in self.open:
+            self.open.discard(partition)
+            self.consumer.incremental_unassign([TopicPartition(self.base.dlq_topic, partition)])
+
+    def _topic_exists(self, topic: str) -> bool:
+        return topic_partitions(self.consumer, topic) is not None
+
+    def _keep_rate(self, started: float) -> None:
+        while not self.stop():
+            wait = rate_limit.wait_s(self.run_counts.sent, self.clock() - started, self.rate)
+            if wait <= 0:
+                return
+            if self.producer is not None:
+                self.producer.poll(min(wait, 0.1))
+            else:
+                time.sleep(min(wait, 0.1))
+
+    # ---- progress ---------------------------------------------------------------------
+
+    def _current(self, state: str) -> Progress:
+        c = self.run_counts
+        return self.base.advanced(self.next, scanned=c.scanned, matched=c.matched, sent=c.sent,
+                                  unroutable=c.unroutable, not_sent=c.not_sent, state=state,
+                                  now_ms=self.wall_ms())
+
+    def _checkpoint(self, state: str) -> None:
+        """Stores how far the replay has got, but only once everything sent up to here has
+        been acknowledged: stored progress never runs ahead of what was delivered."""
+        current = self._current(state)
+        if self.dry_run:
+            self.progress = current
+            return
+        producer = self.producer
+        assert producer is not None and self.store is not None
+        if producer.flush(FLUSH_TIMEOUT_S) or self.errors:
+            raise DeliveryFailed(self.errors[0] if self.errors else
+                                 f"records not acknowledged within {FLUSH_TIMEOUT_S:.0f} s")
+        self.store.save(current)
+        self.progress = current
+        if state != RUNNING:
+            producer.flush(FLUSH_TIMEOUT_S)
+            if self.errors:
+                raise DeliveryFailed(self.errors[0])
+
+
+def _marked(progress: Progress, state: str, now_ms: int) -> Progress:
+    return progress.advanced({}, scanned=0, matched=0, sent=0, unroutable=0, not_sent=0,
+                             state=state, now_ms=now_ms)

@@ -1,0 +1,90 @@
+"""Where a replayed dead letter goes, and what it carries. Pure functions, no Kafka.
+
+- ``original``: the topic it was first consumed from (header ``recovery.original.topic``);
+- ``redelivery``: the consumer's redelivery topic, as the worker's retries use it
+  (``recovery.dispatch.target`` when the record names one, else ``<group>.redelivery``);
+- a named topic.
+
+The replayed record is the dead letter's key and value, byte for byte, with its headers (the
+original ones and the context) less the routing-only ones, plus a ``recovery.replay.id``
+derived from the dead letter's partition and offset: the same dead letter replayed twice,
+by this command or by the worker's automatic replay, carries the same id, and the client API
+(``RecoveringConsumer``, ``RecoveringAgent``) delivers it once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from app import headers as h
+from app.client.consumer import redelivery_topic
+
+ORIGINAL = "original"
+REDELIVERY = "redelivery"
+TOPIC = "topic"
+
+# Headers that steer one hop and mean nothing on the replayed record (the worker's
+# routing.redelivery drops the same ones); an earlier replay id is replaced.
+STRIPPED = frozenset({h.HELD, h.COMMAND, h.ORIGINAL_KEY, h.DISPATCH_TARGET, h.REPLAY_ID})
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # ORIGINAL, REDELIVERY or TOPIC
+    topic: str | None = None  # for TOPIC
+
+    def describe(self) -> str:
+        if self.kind == TOPIC:
+            return f"topic {self.topic}"
+        if self.kind == ORIGINAL:
+            return "each record's original topic"
+        return "each consumer's redelivery topic"
+
+
+def replay_id(partition: int, offset: int) -> bytes:
+    """The worker's automatic replay uses the same form (app/worker.py)."""
+    return f"{partition}:{offset}".encode()
+
+
+# headers as a dict holding each header's last value -> topic name, or None if unroutable
+Resolver = Callable[[Mapping[str, bytes | None]], str | None]
+
+
+def resolver(target: Target) -> Resolver:
+    if target.kind == TOPIC:
+        if not target.topic:
+            raise ValueError("a topic target needs a topic name")
+        name = target.topic
+        return lambda _hs: name
+    if target.kind == ORIGINAL:
+        return _original
+    if target.kind == REDELIVERY:
+        return _redelivery
+    raise ValueError(f"unknown target kind {target.kind!r}")
+
+
+def _original(hs: Mapping[str, bytes | None]) -> str | None:
+    topic = hs.get(h.ORIGINAL_TOPIC)
+    return topic.decode(errors="replace") if topic else None
+
+
+def _redelivery(hs: Mapping[str, bytes | None]) -> str | None:
+    named = hs.get(h.DISPATCH_TARGET)
+    if named:
+        return named.decode(errors="replace")
+    group = hs.get(h.CONSUMER_GROUP)
+    return redelivery_topic(group.decode(errors="replace")) if group else None
+
+
+def unroutable_reason(target: Target) -> str:
+    if target.kind == ORIGINAL:
+        return f"no {h.ORIGINAL_TOPIC} header"
+    return f"neither {h.DISPATCH_TARGET} nor {h.CONSUMER_GROUP} header"
+
+
+def replayed_headers(headers: list[tuple[str, bytes | None]], partition: int,
+                     offset: int) -> list[tuple[str, bytes | None]]:
+    """The dead letter's headers in their order, less STRIPPED, plus the replay id last."""
+    kept = [pair for pair in headers if pair[0] not in STRIPPED]
+    kept.append((h.REPLAY_ID, replay_id(partition, offset)))
+    return kept
