@@ -91,9 +91,13 @@ class LagTracker:
                     partition_status(list(window), group_active=offsets.active,
                                      min_samples=self.min_samples)))
             total = sum(r.lag or 0 for r in rows)
-            time_lags = [r.time_lag_s for r in rows if r.time_lag_s is not None]
+            # The group's time lag is its worst partition's; unknown if a lagging
+            # partition's is unknown (it could be the worst).
+            time_lags = [r.time_lag_s for r in rows if r.lag]
+            max_time_lag = (None if None in time_lags
+                            else max(time_lags, default=0.0 if rows else None))
             groups.append(GroupLag(name, offsets.state, group_status(r.status for r in rows),
-                                   total, max(time_lags) if time_lags else None, rows))
+                                   total, max_time_lag, rows))
             history = self.history.get(name)
             if history is None:
                 history = self.history[name] = deque(maxlen=self.history_len)

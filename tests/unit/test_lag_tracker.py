@@ -55,3 +55,19 @@ def test_group_patterns_are_globs_and_empty_means_every_group():
     assert matches("billing-eu", patterns) and matches("ledger", patterns)
     assert not matches("ledger-2", patterns)
     assert matches("anything", [])
+
+
+def test_group_time_lag_is_the_worst_partitions_and_unknown_when_a_lagging_one_is():
+    tracker = LagTracker()
+    tracker.observe(snap(0, {("orders", 0): 0, ("orders", 1): 5},
+                         {("orders", 0): 100, ("orders", 1): 5}))
+    view = tracker.observe(snap(10_000, {("orders", 0): 0, ("orders", 1): 5},
+                                {("orders", 0): 200, ("orders", 1): 5}))
+    group = view.group("billing")
+    # partition 0 lags: the end was at 0 ten seconds before the first point
+    assert group.max_time_lag_s == 20.0
+    idle = tracker.observe(snap(20_000, {("orders", 0): 0, ("orders", 1): 2},
+                                {("orders", 0): 200, ("orders", 1): 5}))
+    # partition 1 went back (a rewind) on an idle log: its time lag cannot be estimated
+    assert idle.group("billing").partitions[1].time_lag_s is None
+    assert idle.group("billing").max_time_lag_s is None
