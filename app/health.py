@@ -26,6 +26,13 @@ class ConsumerHealth:
     last_seen_ms: int = 0
     watch_started_ms: int | None = None
     watch_replayed: bool = False  # its dead letters were replayed during this watch
+    # Scenario 4: a watch started on purpose after a restart-in-safe-mode command (reason,
+    # the command's id, the crash incident), and the id of the last control command the
+    # consumer reported obeying in its heartbeats.
+    watch_reason: str | None = None
+    watch_control_id: str | None = None
+    watch_incident_id: str | None = None
+    control_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -46,10 +53,28 @@ def is_healthy(health: ConsumerHealth | None, now_ms: int, settings: WatchSettin
 
 
 def on_heartbeat(
-    health: ConsumerHealth | None, group: str, status: str, events_processed: int, now_ms: int
+    health: ConsumerHealth | None, group: str, status: str, events_processed: int, now_ms: int,
+    control_id: str | None = None,
 ) -> ConsumerHealth:
     current = health or ConsumerHealth(group)
-    return replace(current, status=status, events_processed=events_processed, last_seen_ms=now_ms)
+    return replace(current, status=status, events_processed=events_processed, last_seen_ms=now_ms,
+                   control_id=control_id)
+
+
+SAFE_MODE_RESTART = "safe_mode_restart"
+
+
+def start_watch(health: ConsumerHealth | None, group: str, now_ms: int, *, reason: str,
+                control_id: str | None = None, incident_id: str | None = None
+                ) -> ConsumerHealth:
+    """A watch started on purpose (Scenario 4: right after the restart-in-safe-mode
+    command), not at the first unhealthy check. A repeated start of the same watch (a
+    report processed again after a crash) keeps the watch already running."""
+    current = health or ConsumerHealth(group, last_seen_ms=0)
+    if current.watch_started_ms is not None and current.watch_control_id == control_id:
+        return current
+    return replace(current, watch_started_ms=now_ms, watch_replayed=False, watch_reason=reason,
+                   watch_control_id=control_id, watch_incident_id=incident_id)
 
 
 @dataclass(frozen=True)
@@ -78,8 +103,18 @@ def check(health: ConsumerHealth, now_ms: int, settings: WatchSettings) -> Watch
         return WatchOutcome(UNHEALTHY, watched)
     replay = healthy and not health.watch_replayed
     current = replace(health, watch_replayed=True) if replay else health
-    ended = replace(health, watch_started_ms=None, watch_replayed=False)
-    if healthy and health.events_processed > 0:
+    ended = replace(health, watch_started_ms=None, watch_replayed=False, watch_reason=None,
+                    watch_control_id=None, watch_incident_id=None)
+    if health.watch_reason == SAFE_MODE_RESTART:
+        # The source's monitorConsumerRecovery: failed again -> escalate at once; confirmed
+        # only by a consumer that has restarted (it reports obeying the restart command,
+        # and its event count starts again from zero) and processed events since.
+        if health.status == FAILED:
+            return WatchOutcome(ESCALATED, ended)
+        restarted = health.control_id == health.watch_control_id
+        if healthy and restarted and health.events_processed > 0:
+            return WatchOutcome(CONFIRMED, ended, replay_dead_letters=replay)
+    elif healthy and health.events_processed > 0:
         return WatchOutcome(CONFIRMED, ended, replay_dead_letters=replay)
     if now_ms - health.watch_started_ms >= settings.window_ms:
         return WatchOutcome(DEGRADED if healthy else ESCALATED, ended)

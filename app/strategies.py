@@ -12,6 +12,13 @@ handler for one failure kind does beyond that:
   ...), so the generic `recovery/escalated` event is not emitted. Runs again for a report
   redelivered after a crash: use deterministic step ids (Pipeline.emit's step_id).
 
+- `after_apply(ctx)`: called once the decision's records and events are sent (a step that
+  must follow them: Scenario 4 restarts a consumer after its record is poisoned).
+- `on_completed(pipeline, incident)`: an incident completed (its redelivery was
+  acknowledged).
+- `on_watch_outcome(pipeline, group, before, outcome)`: a consumer-health watch check
+  emitted an event (app/health.py); `before` is the consumer's health before the check.
+
 Each scenario module exposes `install(app, pipeline) -> Strategy`, which may also register
 its own Faust agents and tables, and is listed in SCENARIO_MODULES.
 """
@@ -30,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # One line per scenario module; each must define `install(app, pipeline) -> Strategy`.
 SCENARIO_MODULES: tuple[str, ...] = (
+    "app.scenarios.message_too_large",
+    "app.scenarios.consumer_crash",
 )
 
 
@@ -53,6 +62,13 @@ class Strategy(Protocol):
 
     async def after_decision(self, ctx: StrategyContext) -> bool: ...
 
+    async def after_apply(self, ctx: StrategyContext) -> None: ...
+
+    async def on_completed(self, pipeline: Any, incident: d.Incident) -> None: ...
+
+    async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
+                               outcome: Any) -> None: ...
+
 
 class BaseStrategy:
     """Defaults: claims nothing, adds nothing after the generic decision."""
@@ -68,6 +84,16 @@ class BaseStrategy:
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         return False
+
+    async def after_apply(self, ctx: StrategyContext) -> None:
+        return None
+
+    async def on_completed(self, pipeline: Any, incident: d.Incident) -> None:
+        return None
+
+    async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
+                               outcome: Any) -> None:
+        return None
 
 
 def install_all(app: Any, pipeline: Any, modules: tuple[str, ...] = SCENARIO_MODULES

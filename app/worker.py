@@ -187,6 +187,8 @@ class Pipeline:
                                 payload={"reason": reason,
                                          "recommendedAction": recommended_action(classification)},
                                 **common)
+        for strategy in self.strategies:
+            await strategy.after_apply(ctx)
 
     # ---- commands: acknowledgements and dead-letter replays ------------------------------
 
@@ -205,6 +207,8 @@ class Pipeline:
                             classification=done.classification,
                             payload={"attemptsRequired": done.attempts,
                                      "replayId": h.header_value(record.headers, h.REPLAY_ID)})
+            for strategy in self.strategies:
+                await strategy.on_completed(self, done)
         elif command == "replay":
             if incident.state != "dead_lettered":
                 return  # already replayed or reopened: a replay is delivered once
@@ -280,6 +284,12 @@ class Pipeline:
                                                   h.REASON: "malformed heartbeat"})))
             return
         current = health.ConsumerHealth.from_json(health_table.get(group), group)
+        if beat.get("watch"):
+            # A watch started on purpose (Scenario 4, after a restart in safe mode).
+            health_table[group] = health.start_watch(
+                current, group, now_ms(), reason=str(beat["watch"]),
+                control_id=beat.get("control_id"), incident_id=beat.get("incident_id")).to_json()
+            return
         if beat.get("check"):
             if current is None:
                 return
@@ -292,11 +302,14 @@ class Pipeline:
                                 else None,
                                 payload={"consumerId": group,
                                          "healthMetrics": outcome.health.to_json()})
+                for strategy in self.strategies:
+                    await strategy.on_watch_outcome(self, group, current, outcome)
             if outcome.replay_dead_letters:
                 await self.replay_dead_letters(group)
             return
         updated = health.on_heartbeat(current, group, str(beat.get("status", health.HEALTHY)),
-                                      int(beat.get("events_processed", 0)), now_ms())
+                                      int(beat.get("events_processed", 0)), now_ms(),
+                                      control_id=beat.get("control_id"))
         health_table[group] = updated.to_json()
 
     async def replay_dead_letters(self, group: str) -> None:

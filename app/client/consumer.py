@@ -15,11 +15,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from app import headers as h
 from app import kafka_config
+from app.client import control as ctl
 from app.client.reporter import FailureReporter
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], None]
+# Restart in safe mode with reduced parallelism: records are handled one at a time anyway;
+# what shrinks is how much is fetched and buffered ahead of the handler.
+SAFE_MODE_CONSUMER_CONFIG: dict[str, Any] = {
+    "max.partition.fetch.bytes": 65536, "fetch.max.bytes": 1048576,
+    "queued.max.messages.kbytes": 1024, "queued.min.messages": 1,
+}
 
 
 def redelivery_topic(group: str) -> str:
@@ -72,7 +79,8 @@ class RecoveringConsumer:
     def __init__(self, group: str, topics: list[str], *, service: str,
                  settings: Settings | None = None, reporter: FailureReporter | None = None,
                  heartbeat_interval: float = 15.0, consumer_config: dict[str, Any] | None = None,
-                 failure_kind: str = "PROCESSING_FAILED", error_type: str = "handler_exception"):
+                 failure_kind: str = "PROCESSING_FAILED", error_type: str = "handler_exception",
+                 control: bool = True, safe_mode_config: dict[str, Any] | None = None):
         self.settings = settings or get_settings()
         self.group = group
         self.service = service
@@ -87,13 +95,71 @@ class RecoveringConsumer:
         self.replays = SeenReplays()
         self._last_beat = 0.0
         self._stopped = False
+        # Control commands (Scenario 4): stop, restart in safe mode, resume.
+        self.log = log.getChild(group)
+        self.mode = ctl.ConsumerMode()
+        self.skipped = 0
+        self.restarts = 0
+        self._consumer_config = dict(consumer_config or {})
+        self._safe_mode_config = {**SAFE_MODE_CONSUMER_CONFIG, **(safe_mode_config or {})}
         ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery,
                      admin_settings=kafka_config.admin_config(self.settings))
-        self.consumer = Consumer(
-            kafka_config.consumer_config(self.settings, group, **(consumer_config or {})))
-        self.consumer.subscribe(self.topics)
+        self.control = ctl.ControlChannel(self.settings, group,
+                                          lookback_ms=self.settings.recovery_watch_ms) \
+            if control else None
+        if self.control is not None:
+            # Commands sent before this consumer started (it replaces one that crashed).
+            for command in self.control.catch_up():
+                self.mode = self.mode.apply(command)
+            self.log.setLevel(logging.DEBUG if self.mode.debug_logging else logging.NOTSET)
+        self.consumer = self._new_consumer()
+
+    def _new_consumer(self) -> Consumer:
+        overrides = {**self._consumer_config}
+        if self.mode.reduced_parallelism:
+            overrides.update(self._safe_mode_config)
+        consumer = Consumer(kafka_config.consumer_config(self.settings, self.group, **overrides))
+        consumer.subscribe(self.topics)
+        return consumer
+
+    def obey_control(self, timeout: float = 0.0) -> None:
+        """Applies the control commands that arrived: `stop` pauses consumption;
+        `restart_safe_mode` restarts the Kafka consumer (event count from zero) skipping the
+        poisoned records, with debug logging and reduced fetch sizes; `resume` restarts it
+        in normal mode."""
+        if self.control is None:
+            return
+        for command in self.control.poll(timeout):
+            before = self.mode
+            self.mode = self.mode.apply(command)
+            if self.mode is before:
+                continue
+            self.log.warning("control command %s (%s) for %s", command.command,
+                             command.command_id, self.group)
+            if command.command in (ctl.RESTART_SAFE_MODE, ctl.RESUME):
+                self._restart()
+
+    def _restart(self) -> None:
+        self.log.setLevel(logging.DEBUG if self.mode.debug_logging else logging.NOTSET)
+        try:
+            self.consumer.close()
+            self.consumer = self._new_consumer()
+        except Exception as exc:
+            # The source escalates a failed restart: a "failed" beat ends the watch so.
+            self.log.error("restart of %s failed: %s", self.group, exc)
+            self.beat(status="failed", force=True)
+            raise
+        self.restarts += 1
+        self.events_processed = 0
+        self.beat(force=True)
 
     def handle(self, message: Message, handler: Handler) -> None:
+        if self.mode.skip and self.mode.skips(ctl.record_id_of(message)):
+            self.skipped += 1
+            self.log.warning("safe mode: skipping poisoned record %s", ctl.record_id_of(message))
+            return
+        self.log.debug("handling %s[%d]@%d", message.topic(), message.partition(),
+                       message.offset())
         replay_id = h.header_value(message.headers(), h.REPLAY_ID)
         if replay_id and not self.replays.first_time(replay_id):
             return
@@ -120,10 +186,16 @@ class RecoveringConsumer:
         now = time.monotonic()
         if force or now - self._last_beat >= self.heartbeat_interval:
             self.reporter.heartbeat(self.group, status=status,
-                                    events_processed=self.events_processed)
+                                    events_processed=self.events_processed,
+                                    control_id=self.mode.last_command_id)
             self._last_beat = now
 
     def poll_once(self, handler: Handler, timeout: float = 0.5) -> Message | None:
+        self.obey_control()
+        if self.mode.state == ctl.STOPPED:
+            self.beat(status=ctl.STOPPED)
+            time.sleep(timeout)
+            return None
         self.beat()
         message = self.consumer.poll(timeout)
         if message is None:
@@ -149,3 +221,5 @@ class RecoveringConsumer:
     def close(self) -> None:
         self.reporter.flush(10)
         self.consumer.close()
+        if self.control is not None:
+            self.control.close()

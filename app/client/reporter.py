@@ -86,9 +86,13 @@ class FailureReporter:
         self.producer.poll(0)
 
     def heartbeat(self, group: str, *, status: str = "healthy", events_processed: int = 0,
-                  member: str | None = None) -> None:
+                  member: str | None = None, control_id: str | None = None) -> None:
+        """`control_id`: the last control command the consumer obeyed (app/client/control),
+        which the recovery watch after a restart in safe mode waits for."""
         beat = {"group": group, "member": member, "status": status,
                 "events_processed": events_processed, "ts": int(time.time() * 1000)}
+        if control_id is not None:
+            beat["control_id"] = control_id
         self.producer.produce(self.heartbeats_topic, key=group.encode(), value=orjson.dumps(beat))
         self.producer.poll(0)
 

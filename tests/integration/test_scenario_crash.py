@@ -1,0 +1,217 @@
+"""Scenario 4 (consumer crash) through a real broker, a real worker and the client API's
+consumer wrapper obeying the control commands."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Message, Producer
+
+from app.client import FailureReporter, RecoveringConsumer
+from app.client import control as ctl
+from app.client.consumer import ensure_topic, redelivery_topic
+from app.scenarios import consumer_crash as cc
+from tests.conftest import wait_until
+from tests.integration.test_pipeline import ConsumerThread, client_settings, types_for
+from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
+
+pytestmark = pytest.mark.integration
+
+FAST = {
+    "RECOVERY_HEALTH_CHECK_INTERVAL_MS": "500",
+    "RECOVERY_HEARTBEAT_STALE_MS": "3000",
+    "RECOVERY_HOLD_RETRY_MS": "1000",
+    "RECOVERY_RECOVERY_WATCH_MS": "60000",
+}
+
+
+@pytest.fixture
+def crash_env(applied_topics: dict[str, str]) -> dict[str, str]:
+    applied_topics.update(FAST)
+    return applied_topics
+
+
+def commands(reader: TopicReader, topic: str, group: str) -> list[ctl.ControlCommand]:
+    return [ctl.ControlCommand.decode(m.value()) for m in reader.on(topic)
+            if m.key() == group.encode()]
+
+
+def events_of(reader: TopicReader, topic: str) -> list[dict]:
+    return lifecycle(locked_codec(), reader.on(topic))
+
+
+def test_fatal_crash_stop_poison_safe_mode_restart_confirmed_then_resume(
+        crash_env, worker_factory, topic_prefix):
+    settings = client_settings(crash_env)
+    bootstrap = settings.kafka_bootstrap_servers
+    docs, group = f"{topic_prefix}docs", f"{topic_prefix}indexers"
+    ensure_topic(bootstrap, docs, partitions=1)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for key in (b"poison", b"d1", b"d2"):
+        producer.produce(docs, key=key, value=b"body-" + key)
+    producer.flush(10)
+    worker_factory()
+    reporter = FailureReporter(settings)
+    reporter.report(kind="CONSUMER_CRASHED", error_type="out_of_memory", severity="FATAL",
+                    service="indexer", consumer_group=group, work_item_id="crash-1",
+                    failed_record={"topic": docs, "partition": 0, "offset": 0, "key": b"poison",
+                                   "value": b"body-poison", "headers": []},
+                    dispatch_target=redelivery_topic(group),
+                    detail=("ConsumerCrashed", {"consumer_id": "indexer-1"}))
+    reporter.flush()
+    events_topic = f"{topic_prefix}recovery.events"
+    control_topic = f"{topic_prefix}recovery.control"
+    poison_topic = f"{topic_prefix}recovery.poison"
+    reader = TopicReader(bootstrap, [events_topic, control_topic, poison_topic])
+    assert reader.wait_for(lambda ms: any(
+        c.command == ctl.RESTART_SAFE_MODE for c in commands(reader, control_topic, group)),
+        timeout=60)
+
+    # The crashed consumer's replacement starts now: it obeys the commands sent before.
+    handled: list[bytes] = []
+    consumer = RecoveringConsumer(group, [docs], service="indexer", settings=settings,
+                                  heartbeat_interval=0.5)
+    assert consumer.mode.state == ctl.SAFE_MODE
+    assert consumer.mode.debug_logging and consumer.mode.reduced_parallelism
+    with ConsumerThread(consumer, lambda m: handled.append(m.key())):
+        resumed = reader.wait_for(lambda ms: any(
+            c.command == ctl.RESUME for c in commands(reader, control_topic, group)),
+            timeout=60)
+        assert resumed, types_for(events_of(reader, events_topic), "crash-1")
+        assert reader.wait_for(lambda ms: consumer.mode.state == ctl.RUNNING, timeout=30)
+    reader.close()
+    assert handled == [b"d1", b"d2"] and consumer.skipped == 1
+    assert [c.command for c in commands(reader, control_topic, group)] == [
+        ctl.STOP, ctl.RESTART_SAFE_MODE, ctl.RESUME]
+    events = events_of(reader, events_topic)
+    assert types_for(events, "crash-1") == [
+        "recovery/failure_received", cc.CONSUMER_CRASHED, cc.STOP_REQUESTED,
+        "recovery/poisoned", cc.SAFE_MODE_RESTART_REQUESTED, cc.RESUME_REQUESTED]
+    assert types_for(events, f"consumer:{group}") == [cc.CONSUMER_RECOVERY_CONFIRMED]
+    confirmed = [e for e in events if e["event_type"] == cc.CONSUMER_RECOVERY_CONFIRMED][0]
+    metrics = orjson.loads(confirmed["payload_json"])["healthMetrics"]
+    assert metrics["events_processed"] == 2
+    [quarantined] = reader.on(poison_topic)
+    assert quarantined.key() == b"poison"
+
+
+def test_error_crash_reprocessed_then_recovered_or_handled_as_critical(
+        crash_env, worker_factory, topic_prefix):
+    settings = client_settings(crash_env)
+    bootstrap = settings.kafka_bootstrap_servers
+    docs, group = f"{topic_prefix}docs", f"{topic_prefix}parsers"
+    ensure_topic(bootstrap, docs, partitions=1)
+    worker_factory()
+    calls: dict[bytes, int] = {}
+    handled: list[bytes] = []
+
+    def handler(message: Message) -> None:
+        calls[message.key()] = calls.get(message.key(), 0) + 1
+        if message.key() == b"bad" or (message.key() == b"flaky" and calls[b"flaky"] == 1):
+            raise RuntimeError("parser crashed")
+        handled.append(message.key())
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce(docs, key=b"flaky", value=b"1")
+    producer.produce(docs, key=b"bad", value=b"2")
+    producer.flush(10)
+    events_topic = f"{topic_prefix}recovery.events"
+    control_topic = f"{topic_prefix}recovery.control"
+    reader = TopicReader(bootstrap, [events_topic, control_topic])
+    codec = locked_codec()
+    consumer = RecoveringConsumer(group, [docs], service="parser", settings=settings,
+                                  heartbeat_interval=0.5, failure_kind="CONSUMER_CRASHED")
+    flaky_incident, bad_incident = f"{group}:{docs}:0:0", f"{group}:{docs}:0:1"
+    with ConsumerThread(consumer, handler):
+        restarted = reader.wait_for(lambda ms: consumer.restarts >= 1, timeout=60)
+        assert restarted, types_for(lifecycle(codec, reader.on(events_topic)), bad_incident)
+        assert consumer.mode.state == ctl.SAFE_MODE
+        producer.produce(docs, key=b"after", value=b"3")
+        producer.flush(10)
+        assert reader.wait_for(lambda ms: consumer.mode.state == ctl.RUNNING, timeout=60)
+    reader.poll_for(1)
+    reader.close()
+    events = lifecycle(codec, reader.on(events_topic))
+    flaky = types_for(events, flaky_incident)
+    assert flaky.count("recovery/retry_scheduled") == 1
+    assert flaky[-2:] == ["recovery/recovery_completed", cc.CONSUMER_RECOVERED]
+    recovered = [e for e in events if e["event_type"] == cc.CONSUMER_RECOVERED][0]
+    assert orjson.loads(recovered["payload_json"])["attemptsRequired"] == 1
+    bad = types_for(events, bad_incident)
+    # 1 s, 2 s, 4 s reprocessing, then the critical handling.
+    assert bad.count("recovery/retry_scheduled") == 3
+    assert bad[-4:] == [cc.STOP_REQUESTED, "recovery/poisoned", cc.SAFE_MODE_RESTART_REQUESTED,
+                        cc.RESUME_REQUESTED], bad
+    stop = [e for e in events if e["event_type"] == cc.STOP_REQUESTED][0]
+    assert orjson.loads(stop["payload_json"])["handledAs"] == "CRITICAL"
+    restart = [c for c in commands(reader, control_topic, group)
+               if c.command == ctl.RESTART_SAFE_MODE][0]
+    assert restart.skip == (ctl.RecordId(docs, 0, 1),)
+    assert handled == [b"flaky", b"after"] and calls[b"bad"] == 4
+
+
+def test_minor_crash_is_logged_and_failed_restart_escalates(
+        crash_env, worker_factory, topic_prefix):
+    settings = client_settings(crash_env)
+    worker_factory()
+    reporter = FailureReporter(settings)
+    group = f"{topic_prefix}mailer"
+    reporter.report(kind="CONSUMER_CRASHED", error_type="slow_handler", severity="WARNING",
+                    service="mailer", consumer_group=group, work_item_id="minor-1")
+    reporter.report(kind="CONSUMER_CRASHED", error_type="segfault", severity="CRITICAL",
+                    service="mailer", consumer_group=group, work_item_id="critical-1")
+    reporter.flush()
+    events_topic = f"{topic_prefix}recovery.events"
+    control_topic = f"{topic_prefix}recovery.control"
+    reader = TopicReader(settings.kafka_bootstrap_servers, [events_topic, control_topic])
+    assert reader.wait_for(lambda ms: any(
+        c.command == ctl.RESTART_SAFE_MODE for c in commands(reader, control_topic, group)),
+        timeout=60)
+    restart = [c for c in commands(reader, control_topic, group)
+               if c.command == ctl.RESTART_SAFE_MODE][0]
+    # The restart fails: the consumer says so, and the watch escalates at once.
+    reporter.heartbeat(group, status="failed", control_id=restart.command_id)
+    reporter.flush()
+    assert reader.wait_for(lambda ms: "recovery/escalated" in types_for(
+        events_of(reader, events_topic), f"consumer:{group}"), timeout=30)
+    reader.close()
+    events = events_of(reader, events_topic)
+    assert types_for(events, "minor-1") == [
+        "recovery/failure_received", cc.CONSUMER_CRASHED, cc.ERROR_LOGGED,
+        "recovery/recovery_completed"]
+    # Only the critical crash sent commands; the minor one changed nothing for the consumer.
+    assert {c.incident_id for c in commands(reader, control_topic, group)} == {"critical-1"}
+    assert types_for(events, f"consumer:{group}") == ["recovery/escalated"]
+    assert not any(e["event_type"] == "recovery/poisoned" for e in events
+                   if e["incident_id"] == "minor-1")
+
+
+def test_stop_command_pauses_a_running_consumer_until_resumed(crash_env, topic_prefix):
+    """`stop` alone: the wrapper stops consuming (and says so in its heartbeats)."""
+    settings = client_settings(crash_env)
+    bootstrap = settings.kafka_bootstrap_servers
+    docs, group = f"{topic_prefix}docs", f"{topic_prefix}stoppable"
+    control_topic = f"{topic_prefix}recovery.control"
+    ensure_topic(bootstrap, docs, partitions=1)
+    handled: list[bytes] = []
+    consumer = RecoveringConsumer(group, [docs], service="s", settings=settings,
+                                  heartbeat_interval=0.5)
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    def send(command: str, command_id: str) -> None:
+        producer.produce(control_topic, key=group.encode(), value=ctl.control_command(
+            command, group, command_id=command_id).encode())
+        producer.flush(10)
+
+    with ConsumerThread(consumer, lambda m: handled.append(m.key())):
+        send(ctl.STOP, "s1")
+        assert wait_until(lambda: consumer.mode.state == ctl.STOPPED, timeout=30)
+        producer.produce(docs, key=b"while-stopped", value=b"x")
+        producer.flush(10)
+        time.sleep(1.5)
+        assert handled == []
+        send(ctl.RESUME, "r1")
+        assert wait_until(lambda: handled == [b"while-stopped"], timeout=30)
+    assert consumer.restarts == 1 and consumer.mode.state == ctl.RUNNING
