@@ -81,7 +81,7 @@ class ApplyReport:
     warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"warning: {w}" for w in self.warnings]
+        out = grouped_warnings(self.warnings)
         out += [f"created {name}" for name in self.created]
         for name, changes in self.altered.items():
             for key, (old, new) in changes.items():
@@ -92,6 +92,17 @@ class ApplyReport:
             f"{len(self.unchanged)} unchanged, {len(self.drift)} drifted"
         )
         return out
+
+
+def grouped_warnings(warnings: list[str]) -> list[str]:
+    """One line per kind of warning ("replication factor 3 capped to 1 ...") naming the
+    topics it applies to, rather than one line per topic and kind."""
+    topics_by_message: dict[str, list[str]] = {}
+    for warning in warnings:
+        topic, _, message = warning.partition(": ")
+        topics_by_message.setdefault(message, []).append(topic)
+    return [f"warning: {message}: {', '.join(topics)}"
+            for message, topics in topics_by_message.items()]
 
 
 def apply_topics(
