@@ -46,6 +46,9 @@ from app.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 # librdkafka's default message.max.bytes: a record it will send at all.
 PRODUCER_MAX_BYTES = 1_000_000
+# Fragments moved to the dead-letter or poison topic gain context headers, so they may be a
+# little above what was produced; those topics take 8 MB (topics/topics.toml).
+MOVED_MAX_BYTES = 8_000_000
 
 __all__ = ["LargeMessage", "LargeMessageProducer", "MessageTooLarge", "ReassemblingConsumer",
            "FaustReassembler", "TopicLimits", "report_message_too_large"]
@@ -225,7 +228,8 @@ class ReassemblingConsumer:
         self.reassembler = reassembler or Reassembler(limits_from_settings(self.settings),
                                                       self.store)
         self.tracker = OffsetTracker()
-        self.producer = producer or Producer(kafka_config.producer_config(self.settings))
+        self.producer = producer or Producer(kafka_config.producer_config(
+            self.settings, **{"message.max.bytes": MOVED_MAX_BYTES}))
         self.dlq = self.settings.topic("recovery.dlq")
         self.poison = self.settings.topic("recovery.poison")
         self.pending: deque[tuple[LargeMessage, _Handed]] = deque()
