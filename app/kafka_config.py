@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.settings import Settings
+from app.kafka_security import librdkafka_config, security_of
+from app.settings import Settings, get_settings
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
     """What every client (producer, consumer, admin) needs to reach the cluster. Every
     confluent-kafka client in the project starts from this, so connection settings added
-    here (TLS, SASL) apply everywhere."""
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers}
+    here (TLS, SASL) apply everywhere. Raises SecurityConfigError for contradictory
+    security settings."""
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers,
+            **librdkafka_config(security_of(settings))}
+
+
+def for_bootstrap(bootstrap: str, settings: Settings | None = None) -> Settings:
+    """The settings (by default the environment's) pointed at another bootstrap address: for
+    callers that are handed an address but must still authenticate like everyone else."""
+    base = settings or get_settings()
+    if base.kafka_bootstrap_servers == bootstrap:
+        return base
+    return base.model_copy(update={"kafka_bootstrap_servers": bootstrap})
 
 
 def admin_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

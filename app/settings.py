@@ -20,6 +20,18 @@ class Settings(BaseSettings):
             "KAFKA_BOOTSTRAP_SERVERS", "RECOVERY_KAFKA_BOOTSTRAP_SERVERS"
         ),
     )
+    # How clients authenticate to Kafka (app/kafka_security.py, docs/security.md):
+    # PLAINTEXT, SSL (TLS, with a client certificate when certfile/keyfile are set),
+    # SASL_SSL or SASL_PLAINTEXT. Passwords are SecretStr: never printed or logged.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     schema_registry_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SCHEMA_REGISTRY_URL", "RECOVERY_SCHEMA_REGISTRY_URL"),
@@ -75,6 +87,18 @@ class Settings(BaseSettings):
     reassembly_memory_bytes: int = 512 * 1024 * 1024
     reassembly_spill: bool = True
     reassembly_max_message_bytes: int = 4 * 1024 * 1024 * 1024
+
+    # Scenarios 5-7 (app/scenarios): deadline watches are checked every
+    # scenario_watch_interval_ms (the source's 10 s partition connectivity check); a partition
+    # not healed after partition_watch_ms (30 min) is escalated; a cache refresh not verified
+    # within cache_verify_timeout_ms counts as still inconsistent, and caching for that key is
+    # then disabled for cache_disable_ms (5 min); failure patterns seen within
+    # coordination_window_ms of each other are recovered together.
+    scenario_watch_interval_ms: int = 10_000
+    partition_watch_ms: int = 1_800_000
+    cache_verify_timeout_ms: int = 30_000
+    cache_disable_ms: int = 300_000
+    coordination_window_ms: int = 60_000
 
     def topic(self, logical_name: str) -> str:
         return f"{self.topic_prefix}{logical_name}"
