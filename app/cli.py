@@ -26,12 +26,14 @@ def _admin():
 
 
 def cluster_size(timeout: float = 30) -> int:
+    # One plain line when the cluster cannot be reached or refuses the credentials.
+    from app.kafka_check import ClusterUnreachable
+    from app.kafka_check import cluster_size as reachable_brokers
+
     try:
-        return len(_admin().list_topics(timeout=timeout).brokers)
-    except Exception as exc:
-        raise click.ClickException(
-            f"cannot reach Kafka at {get_settings().kafka_bootstrap_servers}: {exc}"
-        ) from exc
+        return reachable_brokers(get_settings(), timeout)
+    except ClusterUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -147,6 +149,7 @@ def produce(source) -> None:
     settings = get_settings()
     codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
                                 settings.schema_registry_url)
+    cluster_size()  # a refused password is one plain line, not a 30 s delivery timeout
     producer = Producer(producer_config(settings))
     topic = settings.topic("recovery.failures")
     sent = bad = 0

@@ -15,6 +15,8 @@ from confluent_kafka import (
 )
 
 from app import headers as h
+from app.kafka_config import consumer_config, for_bootstrap
+from app.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -27,14 +29,14 @@ class DeadLetter:
     timestamp_ms: int
 
 
-def read_dead_letters(bootstrap: str, topic: str, *, extra: dict | None = None):
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"recovery-dlq-scan-{uuid.uuid4()}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        **(extra or {}),
-    })
+def read_dead_letters(settings: Settings | str, topic: str, *, extra: dict | None = None):
+    """The settings, or a bootstrap address reached with the environment's security
+    settings."""
+    if isinstance(settings, str):
+        settings = for_bootstrap(settings)
+    consumer = Consumer(consumer_config(
+        settings, f"recovery-dlq-scan-{uuid.uuid4()}",
+        **{"enable.partition.eof": True, **(extra or {})}))
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         if topic not in metadata.topics or metadata.topics[topic].error is not None:
@@ -66,6 +68,6 @@ def read_dead_letters(bootstrap: str, topic: str, *, extra: dict | None = None):
         consumer.close()
 
 
-def scan_dead_letters(bootstrap: str, topic: str, group: str) -> list[DeadLetter]:
-    return [dead for dead in read_dead_letters(bootstrap, topic)
+def scan_dead_letters(settings: Settings | str, topic: str, group: str) -> list[DeadLetter]:
+    return [dead for dead in read_dead_letters(settings, topic)
             if h.header_value(dead.headers, h.CONSUMER_GROUP) == group]

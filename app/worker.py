@@ -18,8 +18,10 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
 from app.dead_letters import scan_dead_letters
+from app.kafka_security import faust_credentials, security_of
 from app.lag.monitor import LagMonitor
 from app.policy import Policies, load_policies
+from app.redaction import install as install_redaction
 from app.scenario_events import reported_event
 from app.settings import Settings
 from app.topics import load_topic_specs
@@ -315,7 +317,7 @@ class Pipeline:
     async def replay_dead_letters(self, group: str) -> None:
         loop = asyncio.get_running_loop()
         found = await loop.run_in_executor(
-            None, scan_dead_letters, self.settings.kafka_bootstrap_servers, self.dlq_name, group)
+            None, scan_dead_letters, self.settings, self.dlq_name, group)
         for dead in found:
             incident_id = h.header_value(dead.headers, h.INCIDENT_ID)
             if not incident_id:
@@ -348,9 +350,13 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     codec = codec_from_settings(catalog, settings.schema_registry_url)
     policies = load_policies(settings.policy_file)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    # TLS/SASL for Faust's aiokafka clients; secrets masked in every log line.
+    install_redaction(settings)
+    credentials = faust_credentials(security_of(settings))
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
+        broker_credentials=credentials,
         store="rocksdb://",
         datadir=str(settings.data_dir / "faust"),
         web_port=settings.web_port,

@@ -37,8 +37,10 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, *,
                  admin_settings: dict[str, Any] | None = None, timeout: float = 30.0) -> None:
     """Creates the topic if missing and returns once every partition has a leader: a
     consumer that subscribes earlier finds it "not available" and, with librdkafka's
-    defaults, looks again only at the next metadata refresh, minutes later."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, **(admin_settings or {})})
+    defaults, looks again only at the next metadata refresh, minutes later. The address is
+    reached with the environment's security settings unless admin_settings say otherwise."""
+    admin = AdminClient({**kafka_config.admin_config(kafka_config.for_bootstrap(bootstrap)),
+                         **(admin_settings or {})})
     if topic not in admin.list_topics(timeout=10).topics:
         for future in admin.create_topics([NewTopic(topic, partitions)]).values():
             try:
