@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import DecodeError, codec_from_settings
@@ -36,9 +36,20 @@ def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
     metadata = consumer.list_topics(topic, timeout=10)
     partitions = []
     for p in metadata.topics[topic].partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        partitions.append(TopicPartition(topic, p, high))
+        partitions.append(TopicPartition(topic, p, _high_watermark(consumer, topic, p)))
     return partitions
+
+
+def _high_watermark(consumer: Consumer, topic: str, partition: int, wait: float = 30) -> int:
+    # Right after `topics apply` a partition may have no leader yet: ask again for a while.
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class DemoService:
