@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SCENARIO_MODULES: tuple[str, ...] = (
     "app.scenarios.message_too_large",
     "app.scenarios.consumer_crash",
+    "app.scenarios.cache_conflicts",
 )
 
 

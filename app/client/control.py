@@ -148,55 +148,101 @@ def control_command(command: str, target: str, *, command_id: str | None = None,
                           incident_id, dict(options or {}), skip)
 
 
-class ControlChannel:
-    """Reads the commands for one target from `recovery.control`, every partition, from
-    `lookback_ms` ago (not as a group member: every instance of a consumer group must see
-    every command)."""
+class CommandReader:
+    """Reads a command topic, every partition, from `lookback_ms` ago, not as a group
+    member: every instance of a service must see every command. Used for `recovery.control`
+    (ControlChannel) and `recovery.cache-control` (app/client/cache.py)."""
 
-    def __init__(self, settings: Settings, target: str, *, lookback_ms: int,
-                 topic: str | None = None):
-        self.target = target
-        self.topic = topic or settings.topic(TOPIC)
+    def __init__(self, settings: Settings, topic: str, *, lookback_ms: int, name: str,
+                 open_timeout: float = 30.0):
+        self.topic = topic
         self.consumer = Consumer(kafka_config.consumer_config(
-            settings, f"{target}.control.{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": False}))
+            settings, f"{name}.{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": False}))
         self.active = False
         # Partitions with commands from within the look-back, and their end offsets then.
         self.pending: dict[int, int] = {}
         since = int(time.time() * 1000) - lookback_ms
-        try:
-            found = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
-            if found is None or found.error is not None or not found.partitions:
-                log.warning("control topic %s not found: control commands are not obeyed",
-                            self.topic)
+        deadline = time.monotonic() + open_timeout
+        while True:
+            try:
+                starts = self._starts(since)
+                break
+            except LookupError as exc:
+                log.warning("%s: its commands are not obeyed", exc)
                 return
-            wanted = [TopicPartition(self.topic, p, since) for p in sorted(found.partitions)]
-            starts = self.consumer.offsets_for_times(wanted, timeout=10)
-            for tp in starts:
-                end = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
-                if 0 <= tp.offset < end:
-                    self.pending[tp.partition] = end
-        except Exception as exc:  # a consumer must run even when control is unavailable
-            log.warning("control topic %s unavailable (%s): commands are not obeyed",
-                        self.topic, exc)
-            return
+            except Exception as exc:  # a topic just created may have no leader yet
+                if time.monotonic() > deadline:
+                    # A service must run even when commands are unavailable.
+                    log.warning("command topic %s unavailable (%s): its commands are not "
+                                "obeyed", self.topic, exc)
+                    return
+                time.sleep(0.5)
         self.consumer.assign([TopicPartition(self.topic, tp.partition,
                                              tp.offset if tp.offset >= 0 else OFFSET_END)
                               for tp in starts])
         self.active = True
 
-    def poll(self, timeout: float = 0.0, limit: int = 100) -> list[ControlCommand]:
+    def _starts(self, since_ms: int) -> list[TopicPartition]:
+        found = self.consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if found is None or not found.partitions:
+            raise LookupError(f"command topic {self.topic} not found")
+        if found.error is not None:
+            raise RuntimeError(str(found.error))
+        wanted = [TopicPartition(self.topic, p, since_ms) for p in sorted(found.partitions)]
+        starts = self.consumer.offsets_for_times(wanted, timeout=10)
+        self.pending = {}
+        for tp in starts:
+            if tp.error is not None:
+                raise RuntimeError(str(tp.error))
+            end = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+            if 0 <= tp.offset < end:
+                self.pending[tp.partition] = end
+        return starts
+
+    def poll(self, timeout: float = 0.0, limit: int = 100) -> list[Any]:
+        """Messages that arrived (confluent-kafka Messages), waiting at most `timeout`."""
         if not self.active:
             return []
-        commands: list[ControlCommand] = []
+        messages: list[Any] = []
         wait = timeout
-        while len(commands) < limit:
+        while len(messages) < limit:
             message = self.consumer.poll(wait)
             wait = 0.0
             if message is None:
                 break
-            if message.error():
-                continue
+            if not message.error():
+                messages.append(message)
+        return messages
+
+    def catch_up(self, timeout: float = 15.0) -> list[Any]:
+        """The messages already there when the reader opened (within the look-back)."""
+        messages: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while self.active and time.monotonic() < deadline:
+            positions = self.consumer.position(
+                [TopicPartition(self.topic, p) for p in self.pending])
+            if all(tp.offset >= self.pending[tp.partition] for tp in positions):
+                break
+            messages += self.poll(0.2)
+        return messages
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class ControlChannel:
+    """The commands for one target (a consumer group) on `recovery.control`, read from
+    `lookback_ms` ago."""
+
+    def __init__(self, settings: Settings, target: str, *, lookback_ms: int,
+                 topic: str | None = None):
+        self.target = target
+        self.reader = CommandReader(settings, topic or settings.topic(TOPIC),
+                                    lookback_ms=lookback_ms, name=f"{target}.control")
+
+    def _commands(self, messages: list[Any]) -> list[ControlCommand]:
+        commands: list[ControlCommand] = []
+        for message in messages:
             if (message.key() or b"").decode(errors="replace") != self.target:
                 continue
             try:
@@ -209,17 +255,11 @@ class ControlChannel:
                 commands.append(command)
         return commands
 
+    def poll(self, timeout: float = 0.0) -> list[ControlCommand]:
+        return self._commands(self.reader.poll(timeout))
+
     def catch_up(self, timeout: float = 15.0) -> list[ControlCommand]:
-        """The commands already sent when the channel opened (within the look-back)."""
-        commands: list[ControlCommand] = []
-        deadline = time.monotonic() + timeout
-        while self.active and time.monotonic() < deadline:
-            positions = self.consumer.position(
-                [TopicPartition(self.topic, p) for p in self.pending])
-            if all(tp.offset >= self.pending[tp.partition] for tp in positions):
-                break
-            commands += self.poll(0.2)
-        return commands
+        return self._commands(self.reader.catch_up(timeout))
 
     def close(self) -> None:
-        self.consumer.close()
+        self.reader.close()
