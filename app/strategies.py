@@ -40,6 +40,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "app.scenarios.message_too_large",
     "app.scenarios.consumer_crash",
     "app.scenarios.cache_conflicts",
+    "app.scenarios.network_partition",
 )
 
 
