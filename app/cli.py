@@ -188,6 +188,11 @@ from app.cli_replay import replay as replay_command  # noqa: E402  (recovery rep
 cli.add_command(replay_command)
 
 
+from app.cli_objects import objects as objects_command  # noqa: E402  (recovery objects)
+
+cli.add_command(objects_command)
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)

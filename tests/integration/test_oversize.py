@@ -389,3 +389,28 @@ def test_tampered_s3_object_is_poison(env: Settings, payloads_topic: str, s3_end
     finally:
         reader.close()
         consumer.close()
+
+
+def test_retention_collector_keeps_what_a_record_still_references(env: Settings,
+                                                                  payloads_topic: str):
+    from app.oversize.collector import collect
+    from app.oversize.configured import store_from_settings
+
+    forced = env.model_copy(update={"oversize_topics": {payloads_topic: {
+        "force": "external_storage"}}})
+    store = store_from_settings(forced)
+    producer = LargeMessageProducer(forced, store=store)
+    kept = Reference.from_bytes(producer.produce(payloads_topic, os.urandom(MB)).records[0].value)
+    assert producer.flush(30) == 0
+    orphan = store.put(os.urandom(MB))
+    month_ago = time.time() - 30 * 24 * 3600
+    root = Path(store.location.container)
+    for ref in (kept, orphan):
+        os.utime(root / store.location.key_for(ref.sha256), (month_ago, month_ago))
+    young = store.put(os.urandom(1000))
+    report = collect(forced, store, [payloads_topic])
+    assert report.deleted == [store.location.key_for(orphan.sha256)]
+    assert report.collection.kept_referenced == 1 and report.collection.kept_young == 1
+    assert store.store.stat(store.location.key_for(kept.sha256)) is not None
+    assert store.store.stat(store.location.key_for(young.sha256)) is not None
+    assert store.store.stat(store.location.key_for(orphan.sha256)) is None
