@@ -93,12 +93,14 @@ class Settings(BaseSettings):
     # not healed after partition_watch_ms (30 min) is escalated; a cache refresh not verified
     # within cache_verify_timeout_ms counts as still inconsistent, and caching for that key is
     # then disabled for cache_disable_ms (5 min); failure patterns seen within
-    # coordination_window_ms of each other are recovered together.
+    # coordination_window_ms of each other are recovered together, by a plan run
+    # coordination_settle_ms later (the per-incident recoveries have started by then).
     scenario_watch_interval_ms: int = 10_000
     partition_watch_ms: int = 1_800_000
     cache_verify_timeout_ms: int = 30_000
     cache_disable_ms: int = 300_000
     coordination_window_ms: int = 60_000
+    coordination_settle_ms: int = 30_000
 
     def topic(self, logical_name: str) -> str:
         return f"{self.topic_prefix}{logical_name}"

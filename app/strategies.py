@@ -41,6 +41,7 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "app.scenarios.consumer_crash",
     "app.scenarios.cache_conflicts",
     "app.scenarios.network_partition",
+    "app.scenarios.coordinated",
 )
 
 
