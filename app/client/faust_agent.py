@@ -23,6 +23,7 @@ import faust
 
 from app import headers as h
 from app import kafka_config
+from app.client import control as ctl
 from app.client.consumer import SeenReplays, ensure_topic, redelivery_topic
 from app.client.reporter import FailureReporter
 from app.settings import Settings, get_settings
@@ -67,7 +68,8 @@ class RecoveringAgent:
     def __init__(self, app: faust.App, *, group: str, service: str,
                  settings: Settings | None = None, reporter: FailureReporter | None = None,
                  heartbeat_interval: float = 15.0, failure_kind: str = "PROCESSING_FAILED",
-                 error_type: str = "handler_exception"):
+                 error_type: str = "handler_exception", control: bool = True,
+                 control_interval: float = 0.5):
         self.app = app
         self.settings = settings or get_settings()
         self.group = group
@@ -82,9 +84,56 @@ class RecoveringAgent:
         ensure_topic(self.settings.kafka_bootstrap_servers, self.redelivery,
                      admin_settings=kafka_config.admin_config(self.settings))
         app.timer(heartbeat_interval)(self._beat)
+        # Control commands (Scenario 4, app/client/control.py): `stop` holds the handler
+        # (the agent reads no further); `restart_safe_mode` skips the poisoned records, logs
+        # at debug level and handles one record at a time across the agent's instances,
+        # with the event count from zero; `resume` is normal operation again.
+        self.log = log.getChild(group)
+        self.mode = ctl.ConsumerMode()
+        self.skipped = 0
+        self._running = asyncio.Event()
+        self._running.set()
+        self._one_at_a_time = asyncio.Lock()
+        self.control = ctl.ControlChannel(self.settings, group,
+                                          lookback_ms=self.settings.recovery_watch_ms) \
+            if control else None
+        if self.control is not None:
+            self.apply_commands(self.control.catch_up(), restarting=False)
+            app.timer(control_interval)(self._obey_control)
 
     async def _beat(self) -> None:
-        self.reporter.heartbeat(self.group, events_processed=self.events_processed)
+        self.reporter.heartbeat(self.group, events_processed=self.events_processed,
+                                status=ctl.STOPPED if self.mode.state == ctl.STOPPED
+                                else "healthy", control_id=self.mode.last_command_id)
+
+    async def _obey_control(self) -> None:
+        if self.control is None:
+            return
+        commands = await asyncio.get_running_loop().run_in_executor(None, self.control.poll,
+                                                                    0.0)
+        if self.apply_commands(commands):
+            await self._beat()
+
+    def apply_commands(self, commands: list[ctl.ControlCommand], *,
+                       restarting: bool = True) -> bool:
+        """Applies control commands; True when the mode changed."""
+        changed = False
+        for command in commands:
+            before = self.mode
+            self.mode = self.mode.apply(command)
+            if self.mode is before:
+                continue
+            changed = True
+            self.log.warning("control command %s (%s) for %s", command.command,
+                             command.command_id, self.group)
+            if restarting and command.command in (ctl.RESTART_SAFE_MODE, ctl.RESUME):
+                self.events_processed = 0  # a restart: the count starts again
+        if self.mode.state == ctl.STOPPED:
+            self._running.clear()
+        else:
+            self._running.set()
+        self.log.setLevel(logging.DEBUG if self.mode.debug_logging else logging.NOTSET)
+        return changed
 
     def agent(self, *topics: str, name: str | None = None
               ) -> Callable[[EventHandler], EventHandler]:
@@ -104,7 +153,22 @@ class RecoveringAgent:
         return register
 
     async def handle(self, event: faust.EventT, handler: EventHandler) -> None:
+        await self._running.wait()  # stopped: hold here until restarted or resumed
         record = FaustRecord(event.message)
+        if self.mode.skip and self.mode.skips(ctl.record_id_of(record)):
+            self.skipped += 1
+            self.log.warning("safe mode: skipping poisoned record %s", ctl.record_id_of(record))
+            return
+        self.log.debug("handling %s[%d]@%d", record.topic(), record.partition(),
+                       record.offset())
+        if self.mode.reduced_parallelism:
+            async with self._one_at_a_time:
+                await self._handle(record, event, handler)
+        else:
+            await self._handle(record, event, handler)
+
+    async def _handle(self, record: FaustRecord, event: faust.EventT,
+                      handler: EventHandler) -> None:
         replay_id = h.header_value(record.headers(), h.REPLAY_ID)
         if replay_id and not self.replays.first_time(replay_id):
             return

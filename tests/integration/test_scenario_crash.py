@@ -3,6 +3,7 @@ consumer wrapper obeying the control commands."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import orjson
@@ -215,3 +216,73 @@ def test_stop_command_pauses_a_running_consumer_until_resumed(crash_env, topic_p
         send(ctl.RESUME, "r1")
         assert wait_until(lambda: handled == [b"while-stopped"], timeout=30)
     assert consumer.restarts == 1 and consumer.mode.state == ctl.RUNNING
+
+
+class FakeFaustMessage:
+    def __init__(self, key: bytes, topic: str, offset: int):
+        self.key, self.value, self.topic = key, b"v", topic
+        self.partition, self.offset, self.headers, self.timestamp = 0, offset, [], None
+
+
+class FakeFaustEvent:
+    def __init__(self, key: bytes, topic: str, offset: int):
+        self.message = FakeFaustMessage(key, topic, offset)
+
+
+def test_faust_agent_wrapper_obeys_control_commands(crash_env, topic_prefix):
+    import asyncio
+
+    import faust
+
+    from app.client.faust_agent import RecoveringAgent
+
+    settings = client_settings(crash_env)
+    bootstrap = settings.kafka_bootstrap_servers
+    group, docs = f"{topic_prefix}faust-svc", f"{topic_prefix}docs"
+    control_topic = f"{topic_prefix}recovery.control"
+    app = faust.App(f"{topic_prefix}svc", broker=f"kafka://{bootstrap}", store="memory://",
+                    web_enabled=False)
+    agent = RecoveringAgent(app, group=group, service="svc", settings=settings)
+    producer = Producer({"bootstrap.servers": bootstrap})
+    handled: list[bytes] = []
+
+    async def handler(event) -> None:
+        handled.append(event.message.key)
+
+    async def obeyed(state: str) -> bool:
+        for _ in range(100):
+            await agent._obey_control()
+            if agent.mode.state == state:
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def send(command: ctl.ControlCommand) -> None:
+        producer.produce(control_topic, key=group.encode(), value=command.encode())
+        producer.flush(10)
+
+    async def scenario() -> None:
+        send(ctl.control_command(ctl.STOP, group, command_id="s1"))
+        assert await obeyed(ctl.STOPPED)
+        held = asyncio.create_task(agent.handle(FakeFaustEvent(b"a", docs, 1), handler))
+        await asyncio.sleep(0.5)
+        assert not held.done() and handled == []  # stopped: the record waits
+        send(ctl.control_command(ctl.RESTART_SAFE_MODE, group, command_id="r1",
+                                 options=ctl.SAFE_MODE_OPTIONS,
+                                 skip=(ctl.RecordId(docs, 0, 5),)))
+        assert await obeyed(ctl.SAFE_MODE)
+        await asyncio.wait_for(held, 10)
+        await agent.handle(FakeFaustEvent(b"poison", docs, 5), handler)
+        assert handled == [b"a"] and agent.skipped == 1
+        assert agent.log.getEffectiveLevel() == logging.DEBUG
+        assert agent.mode.reduced_parallelism
+        send(ctl.control_command(ctl.RESUME, group, command_id="u1"))
+        assert await obeyed(ctl.RUNNING)
+        await agent.handle(FakeFaustEvent(b"b", docs, 6), handler)
+        assert handled == [b"a", b"b"] and not agent.mode.reduced_parallelism
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        agent.control.close()
+        agent.reporter.flush(10)
