@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from app import headers as h
 from app.oversize import codecs
@@ -129,6 +130,27 @@ class _Set:
     pieces: dict[int, _Piece] = field(default_factory=dict)
     filled: int = 0
     last_offset: int = -1
+    # The SHA-256 is computed as contiguous bytes arrive (in memory), not all at the end.
+    hasher: Any = field(default_factory=hashlib.sha256)
+    hashed: int = 0
+    starts: dict[int, int] = field(default_factory=dict)  # piece start -> length
+
+    def hash_ahead(self) -> None:
+        if not isinstance(self.buffer, bytearray):
+            return
+        view = memoryview(self.buffer)
+        while self.hashed in self.starts:
+            length = self.starts[self.hashed]
+            if length == 0:
+                break
+            self.hasher.update(view[self.hashed:self.hashed + length])
+            self.hashed += length
+        view.release()
+
+    def digest(self, data: bytes | bytearray) -> str:
+        if self.hashed == self.header.size and isinstance(self.buffer, bytearray):
+            return str(self.hasher.hexdigest())
+        return hashlib.sha256(data).hexdigest()
 
     @property
     def first_offset(self) -> int:
@@ -228,6 +250,8 @@ class Assembler:
                      record.key, None, record.headers), header.start, len(value))
         current.filled += len(value)
         current.last_offset = record.offset
+        current.starts.setdefault(header.start, len(value))
+        current.hash_ahead()
         if len(current.pieces) < header.total:
             return Outcome(held=header.set_id)
         return self._complete(current)
@@ -264,7 +288,7 @@ class Assembler:
                                 f"declares {header.size}")
         data: bytes | bytearray = done.buffer if isinstance(done.buffer, bytearray) \
             else done.buffer.read()
-        if hashlib.sha256(data).hexdigest() != header.sha256:
+        if done.digest(data) != header.sha256:
             return self._reject(done, "poison", "reassembled message does not match its "
                                 "SHA-256")
         if header.codec:
