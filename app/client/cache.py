@@ -89,8 +89,12 @@ class Reply:
 class RecoveringCache:
     def __init__(self, store: MutableMapping[str, Any] | None = None, *,
                  settings: Settings | None = None, producer: Producer | None = None,
-                 lookback_ms: int | None = None, listen: bool = True):
+                 lookback_ms: int | None = None, listen: bool = True,
+                 keys: Callable[[str], bool] | None = None):
+        """`keys`: which cache keys this cache holds (commands for others are not its
+        business: services share the cache-control topic); all when None."""
         self.settings = settings or get_settings()
+        self.keys = keys
         self.store: MutableMapping[str, Any] = store if store is not None else {}
         self.expires_at: dict[str, int] = {}
         self.disabled_until: dict[str, int] = {}
@@ -195,7 +199,17 @@ class RecoveringCache:
         except ValueError as exc:
             log.warning("ignoring cache-control record: %s", exc)
             return
-        reply = self.apply(command)
+        if self.keys is not None and not self.keys(command.key):
+            return
+        try:
+            reply = self.apply(command)
+        except Exception as exc:  # the store failed: say so rather than stay silent
+            log.error("cache-control %s %s failed: %s", command.command, command.key, exc)
+            reply = None
+            if command.reply_topic and command.watch_id:
+                reply = Reply(command.reply_topic, command.watch_id, resolve_record(
+                    command.watch_id, {"key": command.key, "ok": False, "checksum": None,
+                                       "error": str(exc)}))
         if reply is not None and self.producer is not None:
             self.producer.produce(reply.topic, key=reply.key.encode(), value=reply.value)
             self.producer.poll(0)

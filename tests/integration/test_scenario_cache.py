@@ -70,7 +70,9 @@ def test_inconsistent_entries_refreshed_verified_disabled_or_reported_orphaned(
         {"value": {"name": "Grace"}, "version": 7, "updated_at": 1}))
     producer.flush(10)
     worker_factory()
-    cache = RecoveringCache(CorruptingStore({"user:1": {"name": "Ad@"}}), settings=settings)
+    cache = RecoveringCache(CorruptingStore({"user:1": {"name": "Ad@"}, "user:5": b"\xff"}),
+                            settings=settings,
+                            keys=lambda key: key.startswith("user:"))
     cache.start(0.2)
     reporter = FailureReporter(settings)
     reader = TopicReader(bootstrap, [events_topic])
@@ -79,7 +81,19 @@ def test_inconsistent_entries_refreshed_verified_disabled_or_reported_orphaned(
         inconsistency(reporter, "user:1", authoritative={"name": "Ada"}, cache={"name": "Ad@"})
         inconsistency(reporter, "user:2", authoritative={"name": "Bob"}, cache={"name": "B0b"})
         inconsistency(reporter, "user:404", cache={"name": "ghost"})
-        assert reader.wait_for(lambda ms: {"user:1", "user:2", "user:404"} <= set(
+        # A key no cache holds: nobody verifies the refresh before the timeout.
+        inconsistency(reporter, "team:1", authoritative={"name": "Core"})
+        # A serialization error with nothing to refresh from: the entry is invalidated.
+        reporter.report(kind="CACHE_CORRUPTED", error_type="serialization_error",
+                        service="profiles", work_item_id="user:5",
+                        detail=("CacheCorrupted", {"cache_key": "user:5",
+                                                   "corruption_type": "SERIALIZATION_ERROR"}))
+        # A report without a key cannot be acted on.
+        reporter.report(kind="CACHE_CORRUPTED", error_type="data_inconsistency",
+                        service="profiles", work_item_id="nokey")
+        reporter.flush()
+        everything = {"user:1", "user:2", "user:404", "team:1", "user:5", "nokey"}
+        assert reader.wait_for(lambda ms: everything <= set(
             outcomes(lifecycle(codec, ms))), timeout=60), outcomes(
             lifecycle(codec, reader.messages))
         # Now that the worker is warm: no authoritative value in the report, so the state
@@ -94,7 +108,10 @@ def test_inconsistent_entries_refreshed_verified_disabled_or_reported_orphaned(
     assert outcomes(events) == {"user:1": "recovery/recovery_completed",
                                 "user:2": "recovery/escalated",
                                 "user:404": "recovery/escalated",
-                                "user:3": "recovery/recovery_completed"}
+                                "user:3": "recovery/recovery_completed",
+                                "team:1": "recovery/escalated",
+                                "user:5": "recovery/recovery_completed",
+                                "nokey": "recovery/escalated"}
     assert types_for(events, "user:1") == [
         "recovery/failure_received", sc.CACHE_CORRUPTED, sc.CACHE_REFRESH_REQUESTED,
         sc.CACHE_RECOVERY_COMPLETED, "recovery/recovery_completed"]
@@ -115,6 +132,12 @@ def test_inconsistent_entries_refreshed_verified_disabled_or_reported_orphaned(
                    and e["event_type"] == sc.CACHE_RECOVERY_COMPLETED]
     at = int(completed["occurred_at"].timestamp() * 1000)
     assert 299_000 <= done["user:2"]["disabledUntil"] - at <= 300_000  # 5 minutes
+    assert done["team:1"]["cachingDisabled"] and "timed out" in done["team:1"]["verification"]
+    assert done["user:5"] == {"cacheKey": "user:5", "recoveryMethod": "invalidate",
+                              "success": True, "cachingDisabled": False,
+                              "originalCorruption": "serialization_error"}
+    assert "user:5" not in cache.store
+    assert "no cache key" in payloads(events, "recovery/escalated")["nokey"]["reason"]
     assert types_for(events, "user:404") == [
         "recovery/failure_received", sc.CACHE_CORRUPTED, sc.ORPHANED_CACHE_ENTRY,
         "recovery/escalated"]

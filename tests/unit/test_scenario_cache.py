@@ -315,3 +315,47 @@ def test_cache_strategy_by_key_glob_else_the_default() -> None:
 def test_bad_policy_data_is_refused_with_its_name(extra) -> None:
     with pytest.raises(PolicyError):
         parse_state_policies({}, {"scenario": extra})
+
+
+class CapturingProducer:
+    def __init__(self):
+        self.sent: list[tuple[str, bytes, bytes]] = []
+
+    def produce(self, topic, key, value):
+        self.sent.append((topic, key, value))
+
+    def poll(self, timeout):
+        return 0
+
+
+def test_commands_for_keys_the_cache_does_not_hold_are_ignored() -> None:
+    producer = CapturingProducer()
+    cache = cc.RecoveringCache({}, listen=False, producer=producer,
+                               keys=lambda key: key.startswith("user:"))
+    set_team = cmd(cc.SET, key="team:1", value=1, checksum=checksum(1), reply_topic="t",
+                   watch_id="w")
+    cache._on_message(set_team.encode())
+    assert cache.store == {} and producer.sent == []
+    cache._on_message(replace_key(set_team, "user:1").encode())
+    assert cache.store == {"user:1": 1} and len(producer.sent) == 1
+
+
+def replace_key(command: cc.CacheCommand, key: str) -> cc.CacheCommand:
+    from dataclasses import replace
+
+    return replace(command, key=key, command_id=f"{command.command_id}:{key}")
+
+
+def test_a_store_that_fails_answers_not_ok() -> None:
+    class Failing(dict):
+        def __setitem__(self, key, value):
+            raise OSError("disk full")
+
+    producer = CapturingProducer()
+    cache = cc.RecoveringCache(Failing(), listen=False, producer=producer)
+    cache._on_message(cmd(cc.SET, value=1, checksum=checksum(1), reply_topic="t",
+                          watch_id="w").encode())
+    [(topic, key, value)] = producer.sent
+    assert (topic, key) == ("t", b"w")
+    assert orjson.loads(value)["result"] == {"key": "k", "ok": False, "checksum": None,
+                                             "error": "disk full"}
