@@ -59,11 +59,14 @@ class OneLineCommand(click.Command):
               help="Ignore stored progress and replay the selection again from the start.")
 @click.option("--progress/--no-progress", "show_progress", default=None,
               help="Progress bar on stderr (default: only when stderr is a terminal).")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Processes sharing the dead-letter partitions (default: one per partition "
+                   "with records left, up to 4, for 100,000 records or more; else one).")
 def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[str, ...],
            since: str | None, until: str | None, keys: tuple[str, ...],
            headers: tuple[str, ...], to: str | None, to_topic: str | None, dlq: str | None,
            dry_run: bool, rate: float | None, name: str | None, restart: bool,
-           show_progress: bool | None) -> None:
+           show_progress: bool | None, workers: int | None) -> None:
     """Replay dead letters. Never writes to, deletes from or alters the dead-letter topic.
 
     Each replayed record carries a replay id derived from its place in the dead-letter topic,
@@ -71,12 +74,7 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
     under the replay's name: after Ctrl-C or a crash, the same command goes on where it
     stopped; once complete, it sends nothing more."""
     from app.replay import progress as pg
-    from app.replay.selection import (
-        SelectionError,
-        build_selection,
-        compile_selection,
-        describe,
-    )
+    from app.replay.selection import SelectionError, build_selection, describe
     from app.replay.targets import ORIGINAL, REDELIVERY, TOPIC, Target
 
     if to and to_topic:
@@ -120,12 +118,13 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
     else:
         # a resumed replay keeps the times resolved when it started (-2h then, not now)
         selection = replace(selection, since_ms=progress.since_ms, until_ms=progress.until_ms)
-    verb = "dry run of" if dry_run else ("resuming" if progress.scanned else "replay")
-    click.echo(f"{verb} {name}: {describe(selection)} -> {target.describe()}; "
-               f"{progress.remaining} of {progress.total} dead letters to read"
-               + (f", {progress.sent} sent before" if progress.sent else ""), err=True)
-    outcome = run.replay(progress, target, compile_selection(selection), rate,
-                         _show_progress(show_progress))
+    show = _show_progress(show_progress)
+    if show:
+        verb = "dry run of" if dry_run else ("resuming" if progress.scanned else "replay")
+        click.echo(f"{verb} {name}: {describe(selection)} -> {target.describe()}; "
+                   f"{progress.remaining} of {progress.total} dead letters to read"
+                   + (f", {progress.sent} sent before" if progress.sent else ""), err=True)
+    outcome = run.replay(progress, target, selection, rate, show, workers)
     run.report(outcome, target, name)
 
 
@@ -150,17 +149,22 @@ class _Run:
         self.settings = settings
         self.dry_run = dry_run
         self.errors: list[str] = []
-        self.consumer = make_consumer(settings)
+        self.consumer: Any = make_consumer(settings)
         try:
             self.consumer.list_topics(timeout=15)
         except KafkaException as exc:
             raise click.ClickException(
                 f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
-        self.producer = None if dry_run else make_producer(settings, self.errors)
-        self.store = ProgressStore(settings, self.producer)  # type: ignore[arg-type]
+        # made when sending starts: an idempotent producer starts talking to the cluster at
+        # once, and a check failing before then should print nothing but its one line
+        self.producer: Any = None
+        self.make_producer = make_producer
+        self.store = ProgressStore(settings, None)
 
     def close(self) -> None:
-        self.consumer.close()
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
         if self.producer is not None:
             self.producer.flush(30)
 
@@ -201,21 +205,52 @@ class _Run:
                         since_ms=selection.since_ms, until_ms=selection.until_ms,
                         now_ms=int(time.time() * 1000))
 
-    def replay(self, progress: Any, target: Any, predicate: Any, rate: float | None,
-               show: bool) -> Any:
+    def replay(self, progress: Any, target: Any, selection: Any, rate: float | None,
+               show: bool, workers: int | None) -> Any:
+        import os
+
+        from confluent_kafka import KafkaException
+
         from app.replay.engine import Replay
+        from app.replay.parallel import auto_workers, run_parallel
+        from app.replay.selection import compile_selection
+
+        remaining = {p: progress.end[p] - n for p, n in progress.to_read().items()}
+        if self.dry_run:
+            workers = 1
+        elif workers is None:
+            workers = auto_workers(remaining, os.cpu_count(), rate=rate, dry_run=False)
+        parallel = workers > 1 and len(remaining) > 1
+
+        def sending_producer() -> Any:
+            self.producer = self.store.producer = self.make_producer(self.settings, self.errors)
+            return self.producer
 
         stop = _StopFlag()
-        with stop.installed(), _progress_bar(show, progress) as on_progress:
-            engine = Replay(consumer=self.consumer, producer=self.producer,
-                            store=None if self.dry_run else self.store, progress=progress,
-                            target=target, predicate=predicate, delivery_errors=self.errors,
-                            dry_run=self.dry_run, rate=rate, stop=stop,
-                            on_progress=on_progress)
-            try:
+        try:
+            with stop.installed(), _progress_bar(show, progress) as on_progress:
+                if parallel:
+                    # forked workers must not inherit librdkafka's threads: this process's
+                    # clients are closed first and its producer made after the fork
+                    self.consumer.close()
+                    self.consumer = None
+                    return run_parallel(self.settings, progress, target, selection, workers,
+                                        store=self.store, producer=sending_producer,
+                                        rate=rate, stop=stop, on_progress=on_progress)
+                if not self.dry_run:
+                    sending_producer()
+                engine = Replay(consumer=self.consumer, producer=self.producer,
+                                store=None if self.dry_run else self.store, progress=progress,
+                                target=target, predicate=compile_selection(selection),
+                                delivery_errors=self.errors, dry_run=self.dry_run, rate=rate,
+                                stop=stop, on_progress=on_progress)
                 return engine.run()
-            finally:
-                self.close()
+        except (KafkaException, RuntimeError) as exc:
+            raise click.ClickException(
+                f"replay stopped: {exc}; progress is stored up to the last acknowledged "
+                "record: run the same command again") from exc
+        finally:
+            self.close()
 
     def report(self, outcome: Any, target: Any, name: str) -> None:
         from app.replay.summary import table
@@ -238,6 +273,8 @@ class _Run:
             if outcome.interrupted:
                 sys.exit(130)
             return
+        if not outcome.interrupted and p.matched == 0:
+            raise UsageFailure(_no_match(p))
         rate = run.sent / outcome.elapsed_s if outcome.elapsed_s > 0 else 0.0
         click.echo(f"replay {name}: sent {run.sent} to {target.describe()} "
                    f"(read {run.scanned}, matched {run.matched}) in {outcome.elapsed_s:.2f} s, "
@@ -255,8 +292,6 @@ class _Run:
             click.echo(f"interrupted: progress stored; run the same command again to go on "
                        f"(--name {name})", err=True)
             sys.exit(130)
-        if p.matched == 0:
-            raise UsageFailure(_no_match(p))
         if run.unroutable or outcome.missing:
             sys.exit(1)
 
@@ -318,15 +353,22 @@ def _progress_bar(show: bool, progress: Any) -> Iterator[Any]:
             speed = task.finished_speed or task.speed
             return Text(f"{speed:,.0f} rec/s" if speed else "- rec/s")
 
+    # no refresh thread (auto_refresh off): redrawn from the replay's own updates, at most
+    # ten times a second, and nothing runs beside the loop (or across a fork)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    RateColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                   console=Console(stderr=True, force_terminal=True), transient=False)
+                   console=Console(stderr=True, force_terminal=True), auto_refresh=False)
     task = bar.add_task(f"sent {progress.sent}", total=progress.total,
                         completed=progress.scanned)
+    drawn = [0.0]
 
     def update(current: Any) -> None:
         bar.update(task, completed=current.scanned, total=current.total,
                    description=f"sent {current.sent}")
+        now = time.monotonic()
+        if now - drawn[0] >= 0.1 or current.scanned >= current.total:
+            bar.refresh()
+            drawn[0] = now
 
     with bar:
         yield update

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -22,9 +22,9 @@ from app.kafka_config import consumer_config, producer_config
 from app.replay import rate as rate_limit
 from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
 from app.replay.selection import Predicate
-from app.replay.store import ProgressStore, topic_partitions
+from app.replay.store import topic_partitions
 from app.replay.summary import Row, row_of
-from app.replay.targets import STRIPPED, TOPIC, Target, resolver
+from app.replay.targets import TOPIC, Target, resolver
 from app.settings import Settings
 
 CHECKPOINT_S = 2.0
@@ -38,6 +38,9 @@ def make_consumer(settings: Settings) -> Consumer:
         "enable.partition.eof": True,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
         "queued.max.messages.kbytes": 256 * 1024,
+        # librdkafka >= 2.4 waits a whole second before refilling a partition's fetch queue
+        # once it is over its threshold: that stalled a fast reader for most of that second
+        "fetch.queue.backoff.ms": 10,
     }))
 
 
@@ -82,9 +85,15 @@ class DeliveryFailed(Exception):
     pass
 
 
+class ProgressSink(Protocol):
+    """Where checkpoints go: the progress topic, or a parent process that merges them."""
+
+    def save(self, progress: Progress) -> None: ...
+
+
 class Replay:
     def __init__(self, *, consumer: Consumer, producer: Producer | None,
-                 store: ProgressStore | None, progress: Progress, target: Target,
+                 store: ProgressSink | None, progress: Progress, target: Target,
                  predicate: Predicate | None, delivery_errors: list[str] | None = None,
                  dry_run: bool = False, rate: float | None = None,
                  checkpoint_s: float = CHECKPOINT_S, stop: Callable[[], bool] = lambda: False,
@@ -112,8 +121,10 @@ class Replay:
         self.summary: Counter[Row] = Counter()
         self.missing: Counter[str] = Counter()
         self.known_topics: dict[str, bool] = {}
-        self.next: dict[int, int] = {}
+        self.next: dict[int, int] = dict(progress.next)
         self.open: set[int] = set()
+        # every record to one topic, no filter: the shortest loop
+        self.fast = not dry_run and predicate is None and target.kind == TOPIC
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -128,7 +139,11 @@ class Replay:
         last_checkpoint = started
         try:
             while self.open and not self.stop():
-                messages = self.consumer.consume(num_messages=batch, timeout=0.5)
+                # never more than are left: consume() waits out its timeout for a batch it
+                # cannot fill, which would be the last one of every replay
+                left = sum(self.base.end[p] - self.next[p] for p in self.open)
+                messages = self.consumer.consume(num_messages=max(1, min(batch, left)),
+                                                 timeout=0.2)
                 if messages:
                     self._batch(messages)
                     if self.producer is not None:
@@ -151,17 +166,57 @@ class Replay:
                        interrupted=interrupted, summary=self.summary, missing=self.missing)
 
     def _batch(self, messages: list[Any]) -> None:
-        """Per-record work is kept to the minimum: the headers are turned into a dict only
-        when a filter or the target needs one, and counts are kept in locals."""
-        end = self.base.end
-        nxt = self.next
+        if self.fast:
+            self._copy(messages)
+        else:
+            self._select(messages)
+        end, nxt = self.base.end, self.next
+        for p in [p for p in self.open if nxt[p] >= end[p]]:
+            self._close(p)
+
+    def _copy(self, messages: list[Any]) -> None:
+        """Every record to one topic: the per-record work is the least there is (the
+        headers list each message hands out is fresh, so the replay id is appended to it)."""
+        end, nxt = self.base.end, self.next
+        topic = self.target.topic
+        produce = self.producer.produce  # type: ignore[union-attr]
+        replay_header = h.REPLAY_ID
+        sent = 0
+        for m in messages:
+            if m.error() is not None:
+                self._consumer_error(m, m.error())
+                continue
+            p = m.partition()
+            off = m.offset()
+            if off >= end[p]:  # written after the replay started (or past a gap)
+                self._close(p)
+                continue
+            hs = m.headers()
+            if hs is None:
+                hs = [(replay_header, b"%d:%d" % (p, off))]
+            else:
+                hs.append((replay_header, b"%d:%d" % (p, off)))
+            try:
+                produce(topic, m.value(), m.key(), headers=hs)
+            except BufferError:
+                self._produce_when_room(topic, m.value(), m.key(), hs)
+            nxt[p] = off + 1
+            sent += 1
+        c = self.run_counts
+        c.scanned += sent
+        c.matched += sent
+        c.sent += sent
+
+    def _select(self, messages: list[Any]) -> None:
+        """Filters, a target per record, or a dry run: the headers become a dict (each
+        header's last value) when a filter or the target needs one."""
+        end, nxt = self.base.end, self.next
         predicate = self.predicate
         resolve = resolver(self.target)
         need_dict = predicate is not None or self.target.kind != TOPIC or self.dry_run
         dry_run = self.dry_run
         produce = self.producer.produce if self.producer is not None else None
         known = self.known_topics
-        stripped = STRIPPED
         replay_header = h.REPLAY_ID
         scanned = matched = sent = unroutable = not_sent = 0
         hs_dict: dict[str, bytes | None] = {}
@@ -172,12 +227,10 @@ class Replay:
                 continue
             p = m.partition()
             off = m.offset()
-            if off >= end[p]:
+            if off >= end[p]:  # written after the replay started (or past a gap)
                 self._close(p)
                 continue
             nxt[p] = off + 1
-            if off + 1 >= end[p]:
-                self._close(p)
             scanned += 1
             hs = m.headers() or []
             if need_dict:
@@ -201,14 +254,11 @@ class Replay:
                 self.missing[topic] += 1
                 not_sent += 1
                 continue
-            headers = [x for x in hs if x[0] not in stripped]
-            headers.append((replay_header, b"%d:%d" % (p, off)))
-            while True:
-                try:
-                    produce(topic, m.value(), m.key(), headers=headers)  # type: ignore[misc]
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)  # type: ignore[union-attr]
+            hs.append((replay_header, b"%d:%d" % (p, off)))
+            try:
+                produce(topic, m.value(), m.key(), headers=hs)  # type: ignore[misc]
+            except BufferError:
+                self._produce_when_room(topic, m.value(), m.key(), hs)
             sent += 1
         c = self.run_counts
         c.scanned += scanned
@@ -216,6 +266,17 @@ class Replay:
         c.sent += sent
         c.unroutable += unroutable
         c.not_sent += not_sent
+
+    def _produce_when_room(self, topic: str, value: Any, key: Any, headers: list) -> None:
+        producer = self.producer
+        assert producer is not None
+        while True:
+            producer.poll(0.05)
+            try:
+                producer.produce(topic, value, key, headers=headers)
+                return
+            except BufferError:
+                continue
 
     def _consumer_error(self, message: Any, error: KafkaError) -> None:
         if error.code() == _EOF:

@@ -42,7 +42,7 @@ def offsets_at(consumer: Consumer, topic: str, partitions: list[int], high: dict
 
 
 class ProgressStore:
-    def __init__(self, settings: Settings, producer: Producer):
+    def __init__(self, settings: Settings, producer: Producer | None):
         self.settings = settings
         self.topic = settings.topic(PROGRESS_TOPIC)
         self.producer = producer
@@ -82,4 +82,6 @@ class ProgressStore:
 
     def save(self, progress: Progress) -> None:
         """Queued on the replay's producer; delivered by its next flush."""
+        if self.producer is None:
+            raise RuntimeError("a progress store that saves needs a producer")
         self.producer.produce(self.topic, key=progress.name.encode(), value=progress.to_json())

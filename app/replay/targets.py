@@ -5,11 +5,12 @@
   (``recovery.dispatch.target`` when the record names one, else ``<group>.redelivery``);
 - a named topic.
 
-The replayed record is the dead letter's key and value, byte for byte, with its headers (the
-original ones and the context) less the routing-only ones, plus a ``recovery.replay.id``
-derived from the dead letter's partition and offset: the same dead letter replayed twice,
-by this command or by the worker's automatic replay, carries the same id, and the client API
-(``RecoveringConsumer``, ``RecoveringAgent``) delivers it once."""
+The replayed record is the dead letter's key, value and headers (the original ones and the
+context), byte for byte, plus a ``recovery.replay.id`` appended last, derived from the dead
+letter's partition and offset: the same dead letter replayed twice, by this command or by the
+worker's automatic replay, carries the same id, and the client API (``RecoveringConsumer``,
+``RecoveringAgent``) delivers it once. An earlier replay id the dead letter may carry stays
+where it was; the new one, last, is the one ``header_value`` reads."""
 
 from __future__ import annotations
 
@@ -22,11 +23,6 @@ from app.client.consumer import redelivery_topic
 ORIGINAL = "original"
 REDELIVERY = "redelivery"
 TOPIC = "topic"
-
-# Headers that steer one hop and mean nothing on the replayed record (the worker's
-# routing.redelivery drops the same ones); an earlier replay id is replaced.
-STRIPPED = frozenset({h.HELD, h.COMMAND, h.ORIGINAL_KEY, h.DISPATCH_TARGET, h.REPLAY_ID})
-
 
 @dataclass(frozen=True)
 class Target:
@@ -84,7 +80,6 @@ def unroutable_reason(target: Target) -> str:
 
 def replayed_headers(headers: list[tuple[str, bytes | None]], partition: int,
                      offset: int) -> list[tuple[str, bytes | None]]:
-    """The dead letter's headers in their order, less STRIPPED, plus the replay id last."""
-    kept = [pair for pair in headers if pair[0] not in STRIPPED]
-    kept.append((h.REPLAY_ID, replay_id(partition, offset)))
-    return kept
+    """The dead letter's headers as they are, plus the replay id last. (The replay loop does
+    the same in place, on the fresh list each consumed record hands out.)"""
+    return [*headers, (h.REPLAY_ID, replay_id(partition, offset))]

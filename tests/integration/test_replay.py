@@ -202,6 +202,32 @@ def test_ctrl_c_stores_progress_and_the_same_command_goes_on(dlq_env):
     assert len(ids) == 60 and set(ids.values()) == {1}  # each dead letter once, none twice
 
 
+def test_worker_processes_share_the_partitions_and_resume_after_ctrl_c(dlq_env):
+    bootstrap, dlq, orders = (dlq_env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "DLQ", "ORDERS"))
+    produce_dead_letters(bootstrap, dlq, [(orders, "g", "timeout", f"k{i}", None)
+                                          for i in range(90)])
+    args = ["replay", "--to-topic", orders, "--workers", "3", "--name", "parallel"]
+    proc = subprocess.Popen([sys.executable, "-m", "app", *args, "--rate", "30"], cwd=REPO,
+                            env=dlq_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert wait_until(lambda: count(bootstrap, orders) >= 15, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    first = count(bootstrap, orders)
+    assert 15 <= first < 90
+
+    resumed = run_cli(dlq_env, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"sent {90 - first} to topic" in resumed.stdout and "90 sent in all" in resumed.stdout
+    ids = replay_ids(bootstrap, orders)
+    assert len(ids) == 90 and set(ids.values()) == {1}
+    store = ProgressStore(Settings(kafka_bootstrap_servers=bootstrap,
+                                   topic_prefix=dlq_env["RECOVERY_TOPIC_PREFIX"]), None)
+    done = store.load("parallel")
+    assert done is not None and done.state == "done" and done.sent == 90 and done.remaining == 0
+
+
 def test_a_crashed_replay_resumes_from_the_progress_stored_in_kafka(dlq_env):
     bootstrap, dlq, orders = (dlq_env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "DLQ", "ORDERS"))
     produce_dead_letters(bootstrap, dlq, [(orders, "g", "timeout", f"k{i}", None)
