@@ -27,7 +27,17 @@ def make_topic(bootstrap: str, topic: str, records_per_partition: list[int]) -> 
 
 
 def commit(bootstrap: str, group: str, topic: str, offsets: list[int]) -> None:
+    """A fresh broker refuses commits per partition while it loads its groups (the call
+    itself succeeds): try until every partition is committed."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(topic, p, offset) for p, offset in enumerate(offsets)])
-    admin.alter_consumer_group_offsets([request])[group].result(30)
+    deadline = time.monotonic() + 30
+    while True:
+        result = admin.alter_consumer_group_offsets([request])[group].result(30)
+        errors = [tp.error for tp in result.topic_partitions if tp.error]
+        if not errors:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"offsets for {group} not committed: {errors}")
+        time.sleep(0.3)

@@ -125,8 +125,11 @@ def test_overview_page_in_chromium_shows_what_the_test_produced(
             assert text(f"{p0} .lag") == "5" and text(f"{p0} .status") == "STOP"
             p1 = f'tr.partition[data-group="{group}"][data-partition="1"]'
             assert text(f"{p1} .lag") == "0" and text(f"{p1} .status") == "OK"
-            outcomes = {(r.get_attribute("data-incident"), r.inner_text().split("\t")[1])
-                        for r in page.query_selector_all("#events tr.event")}
+            # Read in one go: the page replaces its content on every refresh.
+            outcomes = {tuple(row) for row in page.eval_on_selector_all(
+                "#events tr.event",
+                "rows => rows.map(r => [r.dataset.incident,"
+                " r.querySelector('.event-type').textContent])")}
             assert {("dead-1", "recovery/dead_lettered"), ("dead-2", "recovery/dead_lettered"),
                     ("auth-1", "recovery/escalated"),
                     ("fatal-1", "recovery/poisoned")} <= outcomes
