@@ -14,8 +14,15 @@ from typing import Any
 
 import click
 
-from app.cli import UsageFailure
 from app.settings import get_settings
+
+
+def _usage(message: str) -> click.ClickException:
+    """app.cli's UsageFailure (one plain line, exit 2); imported late, as app.cli imports
+    this module to register the command."""
+    from app.cli import UsageFailure
+
+    return UsageFailure(message)
 
 
 class OneLineCommand(click.Command):
@@ -26,7 +33,7 @@ class OneLineCommand(click.Command):
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except click.UsageError as exc:
-            raise UsageFailure(exc.format_message()) from exc
+            raise _usage(exc.format_message()) from exc
 
 
 @click.command(cls=OneLineCommand)
@@ -78,7 +85,7 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
     from app.replay.targets import ORIGINAL, REDELIVERY, TOPIC, Target
 
     if to and to_topic:
-        raise UsageFailure("use either --to or --to-topic, not both")
+        raise _usage("use either --to or --to-topic, not both")
     target = Target(TOPIC, to_topic) if to_topic else Target(
         ORIGINAL if to == "original" else REDELIVERY)
     try:
@@ -86,7 +93,7 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
                                     keys=keys, headers=headers, since=since, until=until,
                                     now_ms=int(time.time() * 1000))
     except SelectionError as exc:
-        raise UsageFailure(str(exc)) from exc
+        raise _usage(str(exc)) from exc
     settings = get_settings()
     dlq_topic = dlq or settings.topic("recovery.dlq")
     options = {"dlq": dlq_topic, "topic": list(topics), "group": list(groups),
@@ -101,11 +108,11 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
         stored = None if restart else run.load(name)
         progress = pg.resumable(stored, name, fingerprint)
     except pg.ProgressMismatch as exc:
-        raise UsageFailure(str(exc)) from exc
+        raise _usage(str(exc)) from exc
     if progress is not None and progress.state == pg.DONE:
         run.close()
         if progress.matched == 0:
-            raise UsageFailure(_no_match(progress))
+            raise _usage(_no_match(progress))
         click.echo(f"replay {name} is already complete: {progress.sent} sent "
                    f"(--restart replays the selection again)")
         return
@@ -113,7 +120,7 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
         progress = run.start(name, fingerprint, options, dlq_topic, selection)
         if progress.total == 0:
             run.close()
-            raise UsageFailure(f"no dead letters match: {dlq_topic} has no records "
+            raise _usage(f"no dead letters match: {dlq_topic} has no records "
                                f"in the selected range")
     else:
         # a resumed replay keeps the times resolved when it started (-2h then, not now)
@@ -176,15 +183,15 @@ class _Run:
     def check_topics(self, dlq_topic: str, topics: tuple[str, ...], to_topic: str | None) -> None:
         if not self._exists(dlq_topic):
             self.close()
-            raise UsageFailure(f"unknown topic {dlq_topic} (the dead-letter topic; "
+            raise _usage(f"unknown topic {dlq_topic} (the dead-letter topic; "
                                "`recovery topics apply` creates it)")
         for topic in [*topics, *([to_topic] if to_topic else [])]:
             if not self._exists(topic):
                 self.close()
-                raise UsageFailure(f"unknown topic {topic}")
+                raise _usage(f"unknown topic {topic}")
         if not self.dry_run and not self.store.exists(self.consumer):
             self.close()
-            raise UsageFailure(f"unknown topic {self.store.topic} (keeps replay progress; "
+            raise _usage(f"unknown topic {self.store.topic} (keeps replay progress; "
                                "`recovery topics apply` creates it)")
 
     def load(self, name: str) -> Any:
@@ -262,7 +269,7 @@ class _Run:
                 f"last acknowledged record: run the same command again (--name {name})")
         if self.dry_run:
             if not outcome.interrupted and p.matched == 0:
-                raise UsageFailure(_no_match(p))
+                raise _usage(_no_match(p))
             missing = self._missing({t for _, _, _, t in outcome.summary} - {"(unroutable)"})
             for line in table(outcome.summary, missing):
                 click.echo(line)
@@ -274,7 +281,7 @@ class _Run:
                 sys.exit(130)
             return
         if not outcome.interrupted and p.matched == 0:
-            raise UsageFailure(_no_match(p))
+            raise _usage(_no_match(p))
         rate = run.sent / outcome.elapsed_s if outcome.elapsed_s > 0 else 0.0
         click.echo(f"replay {name}: sent {run.sent} to {target.describe()} "
                    f"(read {run.scanned}, matched {run.matched}) in {outcome.elapsed_s:.2f} s, "

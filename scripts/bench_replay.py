@@ -22,6 +22,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -116,25 +117,35 @@ def records_in(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def run_kcat(kcat: str, bootstrap: str, source: str, sink: str, tuned: bool) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_kcat(kcat: str, bootstrap: str, source: str, sink: str,
+             tuned: bool) -> tuple[float, float]:
+    """Wall clock and CPU seconds (both kcat processes) of the pipe."""
     producer_opts = " ".join(KCAT_TUNED) if tuned else ""
     pipe = (f"set -o pipefail; {kcat} -C -b {bootstrap} -t {source} -o beginning -e -q "
             f"-f '%k\\t%s\\n' | {kcat} -P -b {bootstrap} -t {sink} -K '\\t' {producer_opts}")
-    started = time.monotonic()
+    cpu, started = children_cpu(), time.monotonic()
     subprocess.run(["bash", "-c", pipe], check=True)
-    return time.monotonic() - started
+    return time.monotonic() - started, children_cpu() - cpu
 
 
-def run_replay(env: dict[str, str], source: str, sink: str, name: str) -> tuple[float, float]:
-    started = time.monotonic()
+def run_replay(env: dict[str, str], source: str, sink: str,
+               name: str) -> tuple[float, float, float]:
+    """Wall clock, the loop's own time as the command reports it, and CPU seconds (the
+    command and its worker processes)."""
+    cpu, started = children_cpu(), time.monotonic()
     out = subprocess.run([sys.executable, "-m", "app", "replay", "--dlq", source,
                           "--to-topic", sink, "--name", name, "--no-progress"],
                          cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - started
+    wall, used = time.monotonic() - started, children_cpu() - cpu
     if out.returncode != 0:
         raise RuntimeError(f"replay failed: {out.stderr}")
     engine = float(re.search(r" in ([0-9.]+) s,", out.stdout).group(1))  # type: ignore[union-attr]
-    return wall, engine
+    return wall, engine, used
 
 
 def versions(kcat: str | None) -> dict[str, str]:
@@ -192,7 +203,9 @@ def bench(bootstrap: str, kcat: str | None, n: int, rounds: int, shapes: list[st
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "RECOVERY_TOPIC_PREFIX": prefix}
     subprocess.run([sys.executable, "-m", "app", "topics", "apply"], cwd=REPO, env=env,
                    check=True, capture_output=True)
+    load_before = os.getloadavg()
     results: dict[str, dict[str, list[float]]] = {}
+    cpu_results: dict[str, dict[str, list[float]]] = {}
     for shape in shapes:
         source = f"{prefix}dlq.{shape}"
         create(bootstrap, source)
@@ -203,23 +216,27 @@ def bench(bootstrap: str, kcat: str | None, n: int, rounds: int, shapes: list[st
         assert records_in(bootstrap, source) == n
         runs: dict[str, list[float]] = {"kcat": [], "kcat-tuned": [], "replay": [],
                                         "replay, loop only": []}
+        cpus: dict[str, list[float]] = {"kcat": [], "kcat-tuned": [], "replay": []}
         for r in range(rounds):
             for label in (["kcat", "kcat-tuned"] if kcat else []) + ["replay"]:
                 sink = f"{prefix}copy.{shape}.{label}.{r}"
                 create(bootstrap, sink)
                 if label == "replay":
-                    wall, inner = run_replay(env, source, sink, f"bench-{shape}-{r}")
+                    wall, inner, cpu_s = run_replay(env, source, sink, f"bench-{shape}-{r}")
                     runs["replay, loop only"].append(inner)
                 else:
-                    wall = run_kcat(kcat, bootstrap, source, sink,  # type: ignore[arg-type]
-                                    tuned=label == "kcat-tuned")
+                    wall, cpu_s = run_kcat(kcat, bootstrap, source, sink,  # type: ignore[arg-type]
+                                           tuned=label == "kcat-tuned")
                 copied = records_in(bootstrap, sink)
                 if copied != n:
                     raise RuntimeError(f"{label} round {r}: {copied} records copied, not {n}")
                 runs[label].append(wall)
-                log(f"{shape} round {r + 1} {label:10s} {wall:6.2f} s  {rate(n, wall)} records/s")
+                cpus[label].append(cpu_s)
+                log(f"{shape} round {r + 1} {label:10s} {wall:6.2f} s  {rate(n, wall)} records/s"
+                    f"  cpu {cpu_s:.2f} s")
         results[shape] = runs
-    report = render(n, results, kcat)
+        cpu_results[shape] = cpus
+    report = render(n, results, cpu_results, kcat, load_before, os.getloadavg())
     print(report)
     if write:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -228,7 +245,9 @@ def bench(bootstrap: str, kcat: str | None, n: int, rounds: int, shapes: list[st
     return 0
 
 
-def render(n: int, results: dict[str, dict[str, list[float]]], kcat: str | None) -> str:
+def render(n: int, results: dict[str, dict[str, list[float]]],
+           cpu_results: dict[str, dict[str, list[float]]], kcat: str | None,
+           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
     lines = ["# Benchmark: dead-letter replay beside `kcat -C | kcat -P`", "",
              "Generated by `scripts/bench_replay.py`; the figures of one run on this machine.",
              "",
@@ -236,7 +255,8 @@ def render(n: int, results: dict[str, dict[str, list[float]]], kcat: str | None)
              "4.1.1, KRaft, `scripts/kafka`) on the same machine",
              "- shapes: `small` = key ~12 bytes + value 100 bytes, no headers; `dead-letter` = "
              "the same + the 10 context headers the worker adds (~300 bytes)",
-             f"- machine: {cpu()}, shared with the broker (and whatever else ran)",
+             f"- machine: {cpu()}, shared with the broker and whatever else ran: load "
+             f"average {load_before[0]:.1f} before, {load_after[0]:.1f} after",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in versions(kcat).items()),
              "- replay: `recovery replay --dlq SOURCE --to-topic COPY --name NAME "
              "--no-progress`: idempotent producer, acks=all, progress stored in Kafka; wall "
@@ -248,13 +268,17 @@ def render(n: int, results: dict[str, dict[str, list[float]]], kcat: str | None)
              f"(`{' '.join(KCAT_TUNED)}`)", ""]
     verdicts = []
     for shape, runs in results.items():
-        lines += [f"## {shape}", "", "| run | rounds (s) | median (s) | records/s (median) |",
-                  "|---|---|---|---|"]
+        lines += [f"## {shape}", "", "| run | rounds (s) | median (s) | records/s (median) "
+                  "| CPU s (median) |", "|---|---|---|---|---|"]
         for label, times in runs.items():
             if times:
                 median = statistics.median(times)
+                cpu_s = cpu_results[shape].get(label)
                 lines.append(f"| {label} | {', '.join(f'{t:.2f}' for t in times)} | "
-                             f"{median:.2f} | {rate(n, median)} |")
+                             f"{median:.2f} | {rate(n, median)} | "
+                             f"{statistics.median(cpu_s):.2f} |" if cpu_s else
+                             f"| {label} | {', '.join(f'{t:.2f}' for t in times)} | "
+                             f"{median:.2f} | {rate(n, median)} | |")
         lines.append("")
         if not kcat:
             continue
