@@ -189,6 +189,21 @@ def lines(path: Path) -> list[dict]:
     return [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
 
 
+def delivered_records(path: Path, value: bytes) -> list[dict]:
+    return [x for x in lines(path) if x.get("sha256") == digest(value)]
+
+
+def committed_offset(env: Settings, group_id: str, topic: str, partition: int) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    reader = Consumer({"bootstrap.servers": env.kafka_bootstrap_servers, "group.id": group_id})
+    try:
+        [tp] = reader.committed([TopicPartition(topic, partition)], timeout=10)
+        return tp.offset
+    finally:
+        reader.close()
+
+
 def test_consumer_killed_in_the_middle_of_a_set_gets_it_once(env: Settings,
                                                              payloads_topic: str,
                                                              tmp_path: Path):
@@ -212,6 +227,11 @@ def test_consumer_killed_in_the_middle_of_a_set_gets_it_once(env: Settings,
     try:
         assert wait_until(lambda: sum(1 for x in lines(out) if x.get("committed")) >= 2, 60), \
             log.read_text(errors="replace")[-3000:]
+        # "between" (after the set's first fragment) was handled and committed, yet the
+        # committed offset stays at the first fragment of the set still open.
+        partition = next(x["partition"] for x in delivered_records(out, b"between"))
+        assert committed_offset(env, group_id, payloads_topic, partition) == \
+            next(x["offset"] for x in delivered_records(out, b"before")) + 1
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # a crash: no close, no last commit
         first.wait(10)

@@ -24,6 +24,7 @@ def main(group: str, topic: str, out_path: str) -> None:
             if message is not None:
                 out.write(orjson.dumps({
                     "key": (message.key() or b"").decode(), "offset": message.offset(),
+                    "partition": message.partition(),
                     "size": len(message.value() or b""),
                     "sha256": hashlib.sha256(message.value() or b"").hexdigest(),
                     "strategy": message.strategy}) + b"\n")
