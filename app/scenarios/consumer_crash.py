@@ -158,7 +158,7 @@ class ConsumerCrashStrategy(BaseStrategy):
         group = consumer_of(ctx.event)
         if not quarantines(ctx.event, ctx.decision) or group is None:
             if quarantines(ctx.event, ctx.decision):
-                log.warning("crash report %s names no consumer: nothing to stop or restart",
+                log.info("crash report %s names no consumer: nothing to stop or restart",
                             ctx.event["event_id"])
             return False
         command = stop_command(ctx.event, group, ctx.incident.incident_id, lifecycle.now_ms())

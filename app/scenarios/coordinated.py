@@ -26,8 +26,9 @@ Steps (each acts where it can, and says whether its part of the system is sound)
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import faust
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 TOPIC = "recovery.coordination"
 PLAN_WATCH = "coordinated_plan"
 STATE_KEY = "system"
-OBSERVED_LIMIT = 1_000
+THROTTLE_MS = 1_000
 
 PLANNED = "communication/coordinated_recovery_planned"
 COMPLETED = "communication/coordinated_recovery_completed"
@@ -64,48 +65,65 @@ TERMINAL_OK = "completed"
 
 @dataclass(frozen=True)
 class Observation:
+    """Failures of one pattern seen by an observer: `count` of them, one named."""
+
     pattern: str
     kind: str
     incident_id: str
     severity: str | None
     at_ms: int
-    outcome: str | None = None
+    count: int = 1
+
+
+SEVERITY_ORDER = ("INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+SAMPLE = 20  # incidents named per pattern (the count covers them all)
+
+
+def _rank(severity: str | None) -> int:
+    return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else -1
 
 
 def observe(state: dict[str, Any] | None, seen: Observation, window_ms: int
             ) -> dict[str, Any]:
-    """The coordinator's state after a failure observation: the window's observations (one
-    per incident and pattern, newest time kept), oldest pruned."""
-    current = dict(state or {"observed": [], "last_plan_ms": None})
-    kept = [o for o in current["observed"]
-            if seen.at_ms - o["at_ms"] < window_ms
-            and not (o["incident_id"] == seen.incident_id and o["pattern"] == seen.pattern)]
-    previous = next((o for o in current["observed"] if o["incident_id"] == seen.incident_id
-                     and o["pattern"] == seen.pattern), None)
-    entry = asdict(seen)
-    if previous is not None:
-        entry["outcome"] = None  # reported again: open again
-    current["observed"] = (kept + [entry])[-OBSERVED_LIMIT:]
-    return current
+    """The coordinator's state after an observation: per active pattern, when it was first
+    and last seen in the window, how many failures, the kinds, the worst severity and the
+    latest incidents (a sample); patterns not seen within the window are dropped. Its size
+    does not grow with the number of failures."""
+    current = state or {}
+    patterns = {p: e for p, e in (current.get("patterns") or {}).items()
+                if seen.at_ms - e["last_ms"] < window_ms}
+    entry = patterns.get(seen.pattern)
+    if entry is None:
+        entry = {"first_ms": seen.at_ms, "last_ms": seen.at_ms, "count": 0, "kinds": [],
+                 "max_severity": seen.severity, "incidents": []}
+    incidents = [i for i in entry["incidents"] if i != seen.incident_id]
+    incidents = (incidents + [seen.incident_id])[-SAMPLE:]
+    patterns[seen.pattern] = {
+        "first_ms": min(entry["first_ms"], seen.at_ms),
+        "last_ms": max(entry["last_ms"], seen.at_ms),
+        "count": entry["count"] + seen.count,
+        "kinds": sorted({*entry["kinds"], seen.kind}),
+        "max_severity": max((entry["max_severity"], seen.severity), key=_rank),
+        "incidents": incidents}
+    named = {i for e in patterns.values() for i in e["incidents"]}
+    outcomes = {i: o for i, o in (current.get("outcomes") or {}).items() if i in named}
+    outcomes[seen.incident_id] = None  # (reported again: open again)
+    return {"patterns": patterns, "outcomes": outcomes,
+            "last_plan_ms": current.get("last_plan_ms")}
 
 
 def record_outcome(state: dict[str, Any] | None, incident_id: str, outcome: str
                    ) -> dict[str, Any] | None:
-    """An incident ended: its observations carry the outcome. None if it is not observed."""
-    if not state or not any(o["incident_id"] == incident_id for o in state["observed"]):
+    """An incident named in the state ended. None if it is not named."""
+    if not state or incident_id not in (state.get("outcomes") or {}):
         return None
-    observed = [{**o, "outcome": outcome} if o["incident_id"] == incident_id else o
-                for o in state["observed"]]
-    return {**state, "observed": observed}
+    return {**state, "outcomes": {**state["outcomes"], incident_id: outcome}}
 
 
 def active_patterns(state: dict[str, Any], now_ms: int, window_ms: int
-                    ) -> dict[str, list[dict[str, Any]]]:
-    patterns: dict[str, list[dict[str, Any]]] = {}
-    for o in state["observed"]:
-        if now_ms - o["at_ms"] < window_ms:
-            patterns.setdefault(o["pattern"], []).append(o)
-    return patterns
+                    ) -> dict[str, dict[str, Any]]:
+    return {p: e for p, e in (state.get("patterns") or {}).items()
+            if now_ms - e["last_ms"] < window_ms}
 
 
 def should_plan(state: dict[str, Any], now_ms: int, window_ms: int,
@@ -117,18 +135,55 @@ def should_plan(state: dict[str, Any], now_ms: int, window_ms: int,
     return len(active_patterns(state, now_ms, window_ms)) >= policy.min_patterns
 
 
-SEVERITY_ORDER = ("INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
+def analyze(patterns: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """analyzeCommunicationFailures: per pattern, how many failures, which kinds, how
+    severe, and the latest incidents."""
+    return {pattern: {"incidents": list(e["incidents"]), "failures": e["count"],
+                      "kinds": list(e["kinds"]), "maxSeverity": e["max_severity"]}
+            for pattern, e in sorted(patterns.items())}
 
 
-def analyze(patterns: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """analyzeCommunicationFailures: per pattern, how many incidents and how severe."""
-    def rank(severity: str | None) -> int:
-        return SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else -1
+class Throttle:
+    """An observer forwards the first failure of a pattern at once, then at most one
+    observation per pattern every `interval_ms`, carrying the count of those held back (a
+    timer forwards what is still held), so a flood of failures is a trickle on the
+    one-partition coordination topic."""
 
-    return {pattern: {"incidents": sorted(o["incident_id"] for o in seen),
-                      "kinds": sorted({o["kind"] for o in seen}),
-                      "maxSeverity": max((o["severity"] for o in seen), key=rank)}
-            for pattern, seen in sorted(patterns.items())}
+    def __init__(self, interval_ms: int, remember: int = 10_000):
+        self.interval_ms = interval_ms
+        self.last: dict[str, int] = {}
+        self.held: dict[str, tuple[Observation, int]] = {}
+        self.forwarded: OrderedDict[str, None] = OrderedDict()
+        self.remember = remember
+
+    def admit(self, seen: Observation, now_ms: int) -> Observation | None:
+        """The observation to forward now (with the held-back count), or None."""
+        pattern = seen.pattern
+        _, held = self.held.pop(pattern, (seen, 0))
+        if pattern in self.last and now_ms - self.last[pattern] < self.interval_ms:
+            self.held[pattern] = (seen, held + 1)
+            return None
+        return self._forward(replace(seen, count=held + 1), now_ms)
+
+    def due(self, now_ms: int) -> list[Observation]:
+        """Held-back observations whose interval has passed."""
+        ready = [p for p in self.held if now_ms - self.last.get(p, 0) >= self.interval_ms]
+        out = []
+        for pattern in ready:
+            seen, held = self.held.pop(pattern)
+            out.append(self._forward(replace(seen, count=held), now_ms))
+        return out
+
+    def _forward(self, seen: Observation, now_ms: int) -> Observation:
+        self.last[seen.pattern] = now_ms
+        self.forwarded[seen.incident_id] = None
+        if len(self.forwarded) > self.remember:
+            self.forwarded.popitem(last=False)
+        return seen
+
+    def knows(self, incident_id: str) -> bool:
+        """Whether this observer named the incident (so its outcome matters)."""
+        return incident_id in self.forwarded
 
 
 @dataclass(frozen=True)
@@ -240,6 +295,7 @@ class Coordinator(BaseStrategy):
         self.heartbeats_topic = settings.topic("recovery.heartbeats")
         self.watches = w.ensure(app, pipeline)
         self.watches.register(PLAN_WATCH, self.on_plan_due_early, self.on_plan_due)
+        self.throttle = Throttle(THROTTLE_MS)
         self.table = app.Table("coordination", default=None, partitions=1, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
@@ -251,6 +307,11 @@ class Coordinator(BaseStrategy):
         async def observer(stream: Any) -> None:
             async for event in stream.events():
                 await self.on_lifecycle(event.message.value)
+
+        @app.timer(THROTTLE_MS / 1000)
+        async def forward_held() -> None:
+            for seen in self.throttle.due(lifecycle.now_ms()):
+                await self.forward(seen)
 
         @app.agent(coordination, name="coordinator")
         async def coordinator(stream: Any) -> None:
@@ -272,18 +333,25 @@ class Coordinator(BaseStrategy):
         if event["event_type"] == lifecycle.FAILURE_RECEIVED:
             payload = orjson.loads(event["payload_json"] or "{}")
             pattern = self.policy.patterns.get(payload.get("kind", ""))
+            occurred = event["occurred_at"]
+            at_ms = int(occurred.timestamp() * 1000) if hasattr(occurred, "timestamp") \
+                else int(occurred)
             if pattern is not None:
-                occurred = event["occurred_at"]
-                message = {"op": "observed", "pattern": pattern, "kind": payload["kind"],
-                           "incident_id": incident,
-                           "severity": (event.get("classification") or {}).get("severity"),
-                           "at_ms": int(occurred.timestamp() * 1000)
-                           if hasattr(occurred, "timestamp") else int(occurred)}
-        elif event.get("outcome"):
+                seen = self.throttle.admit(Observation(
+                    pattern, payload["kind"], incident,
+                    (event.get("classification") or {}).get("severity"), at_ms),
+                    lifecycle.now_ms())
+                if seen is not None:
+                    await self.forward(seen)
+        elif event.get("outcome") and self.throttle.knows(incident):
             message = {"op": "outcome", "incident_id": incident, "outcome": event["outcome"]}
         if message is not None:
             await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(),
                                                orjson.dumps(message), []))
+
+    async def forward(self, seen: Observation) -> None:
+        await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(), orjson.dumps(
+            {"op": "observed", **asdict(seen)}), []))
 
     async def on_coordination(self, value: bytes | None) -> None:
         try:
@@ -299,7 +367,8 @@ class Coordinator(BaseStrategy):
                 self.table[STATE_KEY] = updated
             return
         seen = Observation(message["pattern"], message["kind"], message["incident_id"],
-                           message.get("severity"), int(message["at_ms"]))
+                           message.get("severity"), int(message["at_ms"]),
+                           int(message.get("count", 1)))
         state = observe(state, seen, self.window_ms)
         now = lifecycle.now_ms()
         if should_plan(state, now, self.window_ms, self.policy):
@@ -327,9 +396,10 @@ class Coordinator(BaseStrategy):
         plan = Plan.from_json(watch.data)
         result = await execute_plan(plan, lambda step: self.run_step(plan, step),
                                     self.verify_system)
+        # No `outcome`: a plan is not a failure's incident (every failure event keeps its
+        # own one terminal outcome); its verdict is `success` in the payload.
         await self.pipeline.emit(COMPLETED, watch.incident_id,
                                  step_id=f"{watch.incident_id}:completed",
-                                 outcome="completed" if result["success"] else "escalated",
                                  payload={"planId": plan.plan_id, **result})
 
     async def run_step(self, plan: Plan, step: Step) -> StepResult:
@@ -397,8 +467,7 @@ class Coordinator(BaseStrategy):
         return found
 
     def outcomes(self) -> dict[str, str | None]:
-        state = self.table.get(STATE_KEY) or {"observed": []}
-        return {o["incident_id"]: o.get("outcome") for o in state["observed"]}
+        return dict((self.table.get(STATE_KEY) or {}).get("outcomes") or {})
 
 
 def install(app: Any, pipeline: Any) -> Coordinator:

@@ -18,25 +18,37 @@ def seen(pattern: str, incident: str, at: int, severity: str = "ERROR",
     return co.Observation(pattern, kind, incident, severity, at)
 
 
-def test_observations_outside_the_window_are_dropped() -> None:
+def test_patterns_not_seen_within_the_window_are_dropped() -> None:
     state = co.observe(None, seen("network", "a", 0), WINDOW)
     state = co.observe(state, seen("state_sync", "b", 30_000), WINDOW)
     state = co.observe(state, seen("event_bus", "c", 60_000), WINDOW)
-    assert [o["incident_id"] for o in state["observed"]] == ["b", "c"]
+    assert set(state["patterns"]) == {"state_sync", "event_bus"}
     assert set(co.active_patterns(state, 60_000, WINDOW)) == {"state_sync", "event_bus"}
     assert set(co.active_patterns(state, 90_000, WINDOW)) == {"event_bus"}
 
 
-def test_an_incident_is_observed_once_per_pattern_and_reopened_when_reported_again() -> None:
+def test_a_pattern_counts_failures_and_names_the_latest_incidents() -> None:
+    state = None
+    for n in range(co.SAMPLE + 5):
+        state = co.observe(state, seen("state_sync", f"i{n}", n), WINDOW)
+    state = co.observe(state, replace(seen("state_sync", "i3", 99), count=10), WINDOW)
+    entry = state["patterns"]["state_sync"]
+    assert entry["count"] == co.SAMPLE + 5 + 10
+    assert len(entry["incidents"]) == co.SAMPLE and entry["incidents"][-1] == "i3"
+    assert (entry["first_ms"], entry["last_ms"]) == (0, 99)
+    # Outcomes are kept only for the incidents named.
+    assert set(state["outcomes"]) == set(entry["incidents"])
+
+
+def test_an_outcome_is_kept_and_a_new_report_opens_the_incident_again() -> None:
     state = co.observe(None, seen("state_sync", "a", 0), WINDOW)
     state = co.record_outcome(state, "a", "completed")
-    assert state["observed"][0]["outcome"] == "completed"
+    assert state["outcomes"] == {"a": "completed"}
     state = co.observe(state, seen("state_sync", "a", 10), WINDOW)
-    assert len(state["observed"]) == 1
-    assert state["observed"][0]["outcome"] is None and state["observed"][0]["at_ms"] == 10
+    assert state["outcomes"] == {"a": None}
 
 
-def test_outcomes_of_incidents_not_observed_change_nothing() -> None:
+def test_outcomes_of_incidents_not_named_change_nothing() -> None:
     assert co.record_outcome(None, "x", "completed") is None
     state = co.observe(None, seen("network", "a", 0), WINDOW)
     assert co.record_outcome(state, "x", "completed") is None
@@ -57,20 +69,40 @@ def test_a_plan_needs_several_patterns_and_one_per_window() -> None:
     assert not co.should_plan(two, 2, WINDOW, replace(POLICY, min_patterns=3))
 
 
-def test_analysis_counts_incidents_kinds_and_the_worst_severity() -> None:
+def test_analysis_counts_failures_kinds_and_the_worst_severity() -> None:
     state = co.observe(None, seen("event_bus", "a", 0, "WARNING", "CONSUMER_CRASHED"), WINDOW)
     state = co.observe(state, seen("event_bus", "b", 1, "FATAL", "EVENT_DELIVERY_FAILED"),
                        WINDOW)
-    state = co.observe(state, seen("network", "c", 2, None, "NETWORK_PARTITION"), WINDOW)
-    analysis = co.analyze(co.active_patterns(state, 2, WINDOW))
-    assert analysis["event_bus"] == {"incidents": ["a", "b"],
+    state = co.observe(state, seen("event_bus", "c", 2, "ERROR", "EVENT_DELIVERY_FAILED"),
+                       WINDOW)
+    state = co.observe(state, seen("network", "d", 3, None, "NETWORK_PARTITION"), WINDOW)
+    analysis = co.analyze(co.active_patterns(state, 3, WINDOW))
+    assert analysis["event_bus"] == {"incidents": ["a", "b", "c"], "failures": 3,
                                      "kinds": ["CONSUMER_CRASHED", "EVENT_DELIVERY_FAILED"],
                                      "maxSeverity": "FATAL"}
     assert analysis["network"]["maxSeverity"] is None
 
 
+def test_the_observer_throttle_forwards_the_first_then_counts_the_rest() -> None:
+    throttle = co.Throttle(1_000)
+    first = throttle.admit(seen("state_sync", "a", 0), now_ms=0)
+    assert first is not None and first.count == 1
+    assert throttle.admit(seen("state_sync", "b", 1), now_ms=100) is None
+    assert throttle.admit(seen("state_sync", "c", 2), now_ms=200) is None
+    other = throttle.admit(seen("network", "n", 3), now_ms=300)
+    assert other is not None  # another pattern is not held back
+    assert throttle.due(900) == []
+    [held] = throttle.due(1_000)
+    assert (held.incident_id, held.count) == ("c", 2)
+    assert throttle.due(5_000) == []
+    assert throttle.knows("a") and throttle.knows("c") and not throttle.knows("b")
+    later = throttle.admit(seen("state_sync", "d", 3), now_ms=2_500)
+    assert later is not None and later.count == 1
+
+
 def analysis_of(*patterns: str) -> dict:
-    return {p: {"incidents": [f"{p}-1"], "kinds": [], "maxSeverity": "ERROR"} for p in patterns}
+    return {p: {"incidents": [f"{p}-1"], "failures": 1, "kinds": [], "maxSeverity": "ERROR"}
+            for p in patterns}
 
 
 def test_the_plan_puts_critical_steps_first_in_policy_order() -> None:
