@@ -14,6 +14,8 @@ handler for one failure kind does beyond that:
 
 - `after_apply(ctx)`: called once the decision's records and events are sent (a step that
   must follow them: Scenario 4 restarts a consumer after its record is poisoned).
+- `reported_fields(event)`: fields the strategy adds to the payload of the event named after
+  the failure as reported (`communication/mcp_connection_lost`, ...), as the source has them.
 - `on_completed(pipeline, incident)`: an incident completed (its redelivery was
   acknowledged).
 - `on_watch_outcome(pipeline, group, before, outcome)`: a consumer-health watch check
@@ -65,6 +67,8 @@ class Strategy(Protocol):
 
     async def after_decision(self, ctx: StrategyContext) -> bool: ...
 
+    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]: ...
+
     async def after_apply(self, ctx: StrategyContext) -> None: ...
 
     async def on_completed(self, pipeline: Any, incident: d.Incident) -> None: ...
@@ -87,6 +91,9 @@ class BaseStrategy:
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         return False
+
+    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {}
 
     async def after_apply(self, ctx: StrategyContext) -> None:
         return None

@@ -141,9 +141,11 @@ class Pipeline:
         await self.emit(lifecycle.FAILURE_RECEIVED, incident_id, step_id=f"{event_id}:received",
                         payload={"kind": event["kind"], "errorType": event["error"]["type"],
                                  "service": event["source"]["service"]}, **common)
+        payload = scenario_payload(event, cls)
+        for strategy in self.strategies:
+            payload.update(strategy.reported_fields(event))
         await self.emit(reported_event(event["kind"]), incident_id,
-                        step_id=f"{event_id}:classified",
-                        payload=scenario_payload(event, cls), **common)
+                        step_id=f"{event_id}:classified", payload=payload, **common)
 
     async def apply(self, event: dict[str, Any], record: intake.RawRecord, incident: d.Incident,
                     classification: Classification, decision: d.Decision,
