@@ -8,6 +8,7 @@ dead-letter topic is only read, never written to."""
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections import Counter
@@ -129,6 +130,17 @@ class Replay:
     # ---- the loop ---------------------------------------------------------------------
 
     def run(self) -> Outcome:
+        # The loop makes a few objects per record and no reference cycles: the cyclic
+        # collector, set off by the allocations alone, cost about a tenth of the loop's time.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run()
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _run(self) -> Outcome:
         started = self.clock()
         topic = self.base.dlq_topic
         todo = self.base.to_read()
