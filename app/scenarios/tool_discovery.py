@@ -82,10 +82,12 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 def similarity(name: str, description: str, other_name: str, other_description: str) -> float:
     """0..1: 0.6 of the names' character similarity (difflib), 0.4 of the overlap of the
-    words of name and description (Jaccard)."""
+    words of name and description (Jaccard); names without words: characters only."""
     chars = difflib.SequenceMatcher(None, name.lower(), other_name.lower()).ratio()
-    words = jaccard(tokens(f"{name} {description}"), tokens(f"{other_name} {other_description}"))
-    return round(0.6 * chars + 0.4 * words, 4)
+    mine, theirs = tokens(f"{name} {description}"), tokens(f"{other_name} {other_description}")
+    if not mine and not theirs:
+        return round(chars, 4)
+    return round(0.6 * chars + 0.4 * jaccard(mine, theirs), 4)
 
 
 @dataclass(frozen=True)
