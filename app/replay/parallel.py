@@ -101,13 +101,15 @@ def _worker(settings: Settings, portion_json: bytes, target: Target, selection: 
             predicate=compile_selection(selection), delivery_errors=errors, rate=rate,
             stop=lambda: stop_event.is_set() or os.getppid() != parent,
             on_progress=lambda p: conn.send(("tick", (p.scanned, p.matched, p.sent))))
-        try:
-            outcome = engine.run()
-        finally:
-            consumer.close()
+        outcome = engine.run()
         conn.send(("done", {"counts": outcome.run.__dict__, "missing": dict(outcome.missing),
                             "interrupted": outcome.interrupted,
                             "delivery_error": outcome.delivery_error}))
+        conn.close()
+        # Everything sent is acknowledged (the loop's last checkpoint flushed), the consumer
+        # holds no group and commits nothing: tearing the clients down would only make the
+        # parent wait for their threads.
+        os._exit(0)
     except (BrokenPipeError, EOFError):
         pass  # the parent is gone: its last stored progress stands
     except Exception as exc:  # reported, then this worker ends

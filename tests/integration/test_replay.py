@@ -123,6 +123,7 @@ def test_replay_sends_the_selection_byte_for_byte_once_and_leaves_the_dlq_alone(
             "--since", "-2h", "--until", "now")
     result = run_cli(dlq_env, *args)
     assert result.returncode == 0, result.stderr
+    assert "rec/s" not in result.stderr  # stderr is no terminal: no bar unless asked for
     # --since seeks by the broker's time index: the 4 old ones, first in their partitions,
     # are not even read
     assert "sent 6 to each record's original topic (read 11, matched 6)" in result.stdout
@@ -142,8 +143,10 @@ def test_replay_sends_the_selection_byte_for_byte_once_and_leaves_the_dlq_alone(
 
     # either key, and the header: new1 is the 6th dead letter (trace t5), old2 the 3rd (t2)
     by_key_and_header = run_cli(dlq_env, "replay", "--to-topic", payments, "--key", "new1",
-                                "--key", "old2", "--header", "trace=t5")
+                                "--key", "old2", "--header", "trace=t5", "--progress")
     assert by_key_and_header.returncode == 0, by_key_and_header.stderr
+    bar = by_key_and_header.stderr  # forced: rate and ETA, ending at every record read
+    assert "rec/s" in bar and "ETA" in bar and "15/15" in bar and "sent 1" in bar
     assert [d.key for d in read_dead_letters(bootstrap, payments)] == [b"new1"]
     assert snapshot(bootstrap, dlq) == before
 
