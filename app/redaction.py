@@ -50,7 +50,8 @@ def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         message = record.getMessage()
     except Exception:  # a broken format string: leave it to the handler to report
         return record
-    record.msg, record.args = redact(message, _installed), None
+    # Empty args, not None: formatters such as mode's wrap a non-tuple into a 1-tuple.
+    record.msg, record.args = redact(message, _installed), ()
     if record.exc_info and not record.exc_text:
         record.exc_text = redact(logging.Formatter().formatException(record.exc_info),
                                  _installed)

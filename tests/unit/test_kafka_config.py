@@ -190,3 +190,6 @@ def test_log_records_have_secrets_masked(tls, caplog) -> None:
     assert PASSWORD not in text and "signing-key-xyz" not in text
     assert "connecting with *** and {'k': '***'}" in text
     assert "RuntimeError: bad password ***" in text
+    # Formatted once: a formatter that formats args again (mode's does) finds none left.
+    [record] = [r for r in caplog.records if r.getMessage().startswith("connecting")]
+    assert record.args == () and record.getMessage() == record.msg
