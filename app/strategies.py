@@ -44,6 +44,9 @@ SCENARIO_MODULES: tuple[str, ...] = (
     "app.scenarios.cache_conflicts",
     "app.scenarios.network_partition",
     "app.scenarios.coordinated",
+    "app.scenarios.mcp_connection",
+    "app.scenarios.tool_discovery",
+    "app.scenarios.event_delivery",
 )
 
 

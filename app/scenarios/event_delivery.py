@@ -8,17 +8,17 @@ source's "careful recursion prevention" holds by construction: the service never
 its own emissions as failures. Then, by the source's `recoverFromDeliveryFailure` switch:
 
 - consumer_unavailable (`handleConsumerUnavailable`): the event is kept for each failed
-  consumer. A report naming consumers other than its own consumer group is split into one
-  report per consumer (`recovery/split_per_consumer`; each child incident is
-  `<incident>/<consumer>`, its target the consumer's redelivery topic), so every consumer
-  gets its own dead letter, retries and outcome. Each follows `[retry.consumer_unavailable]`:
-  the next try in 30 s (the 30 s retry tier), held without burning an attempt while the
-  consumer's heartbeats say it is down, dead-lettered when the tries run out (the dead
-  letter event carries nextRetryMs 30000); the consumer-health watch (15 s checks,
-  app/health.py) replays the consumer's dead letters when it is healthy again. Alternative
-  delivery (`tryAlternativeDelivery`): where `[scenario.delivery.alternative_delivery]`
-  names a topic for the consumer, the event goes there too at the first decision
-  (`communication/alternative_delivery_attempted`).
+  consumer. A report carrying the event and naming consumers other than its own consumer
+  group is split into one report per consumer (`recovery/split_per_consumer`, outcome
+  `split`; each child incident is `<incident>/<consumer>`, its target the consumer's
+  redelivery topic), so every consumer gets its own dead letter, retries and outcome. Each
+  follows `[retry.consumer_unavailable]`: the next try in 30 s (the 30 s retry tier), held
+  without burning an attempt while the consumer's heartbeats say it is down,
+  dead-lettered when the tries run out (the dead-letter event carries nextRetryMs 30000);
+  the consumer-health watch (15 s checks, app/health.py) replays the consumer's dead
+  letters when it is healthy again. Alternative delivery (`tryAlternativeDelivery`): where
+  `[scenario.delivery.alternative_delivery]` names a topic for the consumer, the event goes
+  there too at the first decision (`communication/alternative_delivery_attempted`).
 - topic_configuration (`handleTopicNotFound`, not shown in the source): not retried
   (`[retry.topic_configuration]`); the topic is created from its topics/ definition when
   RECOVERY_CREATE_MISSING_TOPICS is on (`communication/topic_created`) and the event
@@ -59,6 +59,7 @@ GENERIC_HANDLER = "handleGenericDeliveryFailure"
 
 EVENT_DELIVERY_FAILED = "communication/event_delivery_failed"
 SPLIT = "recovery/split_per_consumer"
+SPLIT_OUTCOME = "split"
 ALTERNATIVE_DELIVERY = "communication/alternative_delivery_attempted"
 TOPIC_CREATED = "communication/topic_created"
 REROUTED_TO_FALLBACK = "communication/event_rerouted_to_fallback_topic"
@@ -91,9 +92,13 @@ def is_child(event: dict[str, Any]) -> bool:
 
 
 def needs_split(event: dict[str, Any], classification_type: str) -> bool:
-    """A consumer_unavailable report naming failed consumers other than just its own
-    consumer group is split into one report per consumer."""
+    """A consumer_unavailable report carrying the undelivered event and naming failed
+    consumers other than just its own consumer group is split into one report per consumer.
+    (Without the event there is nothing to keep for each consumer: the generic path
+    dead-letters the report.)"""
     if event.get("kind") != KIND or classification_type != CONSUMER_UNAVAILABLE:
+        return False
+    if not event.get("failed_record"):
         return False
     consumers = failed_consumers(event)
     own = (event.get("source") or {}).get("consumer_group")
@@ -243,8 +248,9 @@ class EventDeliveryStrategy(BaseStrategy):
             await self.pipeline.send(routing.OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),
                 self.pipeline.codec.encode(FAILURE_SUBJECT, child), []))
+        # The parent's own outcome: "split"; each child then ends in one of the usual ones.
         await self.pipeline.emit(SPLIT, incident_id, step_id=f"{event_id}:split",
-                                 failure_event_id=event_id,
+                                 failure_event_id=event_id, outcome=SPLIT_OUTCOME,
                                  classification=ctx.classification.as_record(),
                                  payload={"consumers": consumers, "childIncidents": children,
                                           "handler": handler_for(ctx.classification.type)})

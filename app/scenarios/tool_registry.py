@@ -292,7 +292,9 @@ class ToolRegistry:
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
         json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
-        self.table = app.GlobalTable("tool-registry", default=None, schema=json_values)
+        # Partitioned as the topics that feed them (Faust checks): the registry has one.
+        self.table = app.GlobalTable("tool-registry", default=None, partitions=1,
+                                     schema=json_values)
         self.results = app.GlobalTable("tool-results", default=None, schema=json_values)
         registry_topic = app.topic(self.topic_name, allow_empty=True, **raw)
         results_topic = app.topic(self.results_topic_name, allow_empty=True, **raw)

@@ -109,9 +109,11 @@ def test_split_per_consumer(consumers, group, expected) -> None:
                           "consumer_unavailable") is expected
 
 
-def test_no_split_for_other_types_or_children() -> None:
+def test_no_split_for_other_types_children_or_reports_without_the_event() -> None:
     event = delivery_event(consumers=("a", "b"))
     assert not ev.needs_split(event, "delivery_failure")
+    assert not ev.needs_split(delivery_event(consumers=("a", "b"), record=None),
+                              "consumer_unavailable")
     child = ev.child_event(event, "evt-1", "a", DeliveryPolicy())
     child["detail"] = ("io.recovery.v1.EventDeliveryFailed", {"failed_consumers": ["x", "y"]})
     assert not ev.needs_split(child, "consumer_unavailable")
@@ -255,7 +257,7 @@ def test_wiring_split_sends_one_report_per_consumer(tmp_path: Path) -> None:
     child = strategy.pipeline.codec.decode(strategy.pipeline.sent[1].value, "failure-event")
     assert child["source"]["consumer_group"] == "mailer"
     [(event_type, fields)] = strategy.pipeline.events
-    assert event_type == ev.SPLIT
+    assert event_type == ev.SPLIT and fields["outcome"] == "split"
     assert fields["payload"]["childIncidents"] == ["evt-1/billing", "evt-1/mailer"]
     assert ctx.incidents["evt-1"]["state"] == "split"
 
