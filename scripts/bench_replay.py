@@ -237,6 +237,7 @@ def bench(bootstrap: str, kcat: str | None, n: int, rounds: int, shapes: list[st
         results[shape] = runs
         cpu_results[shape] = cpus
     report = render(n, results, cpu_results, kcat, load_before, os.getloadavg())
+    report += history(n, results, load_before)
     print(report)
     if write:
         REPORT.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,32 @@ def render(n: int, results: dict[str, dict[str, list[float]]],
                   "(wall clock, medians):", "", *verdicts, ""]
         lines += ["## Reading", "", *reading(n, results, cpu_results), ""]
     return "\n".join(lines)
+
+
+HISTORY = "## Every run (one line each, newest last)"
+
+
+def history(n: int, results: dict[str, dict[str, list[float]]],
+            load_before: tuple[float, ...]) -> str:
+    """The runs kept in the report so far, and this one: the figures move with the load of a
+    shared machine, and a report that showed only the last run would hide that."""
+    earlier: list[str] = []
+    if REPORT.exists():
+        text = REPORT.read_text()
+        if HISTORY in text:
+            earlier = [line for line in text.split(HISTORY, 1)[1].splitlines()
+                       if line.startswith("- ")]
+    parts = []
+    for shape, runs in results.items():
+        if runs.get("kcat") and runs.get("replay"):
+            replay, kcat = statistics.median(runs["replay"]), statistics.median(runs["kcat"])
+            parts.append(f"{shape} replay {replay:.2f} s / kcat {kcat:.2f} s "
+                         f"({kcat / replay:.2f}x)")
+        elif runs.get("replay"):
+            parts.append(f"{shape} replay {statistics.median(runs['replay']):.2f} s (no kcat)")
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    line = (f"- {stamp} UTC, {n:,} records, load {load_before[0]:.1f}: " + "; ".join(parts))
+    return "\n".join(["", HISTORY, "", *earlier, line, ""])
 
 
 def reading(n: int, results: dict[str, dict[str, list[float]]],
