@@ -114,6 +114,14 @@ def test_mcp_connection_loss_paths(mcp_env, worker_factory, topic_prefix):
     directory.remember_result("get_time", {"zone": "UTC"}, {"time": "12:00"})
     directory.flush()
     worker_factory()
+    # Alternatives are looked up when decided: start once the worker has read the registry
+    # and the results (their global tables' changelogs hold the last records sent).
+    app_id = mcp_env["RECOVERY_APP_ID"]
+    changelogs = [f"{app_id}-tool-registry-changelog", f"{app_id}-tool-results-changelog"]
+    loaded = TopicReader(bootstrap, changelogs)
+    assert loaded.wait_for(lambda ms: {m.topic() for m in ms} == set(changelogs)
+                           and any(b"s7/get_quote" in (m.key() or b"") for m in ms), timeout=60)
+    loaded.close()
 
     producer = Producer(producer_config(settings))
 
