@@ -91,6 +91,8 @@ class Pipeline:
         await self.send(routing.OutRecord(self.events_name, incident_id.encode(),
                                           self.codec.encode(lifecycle.SUBJECT, event), None))
         metrics.observe_lifecycle_event(event)
+        for strategy in self.strategies:
+            await strategy.on_event(self, event)
 
     # ---- failure reports -----------------------------------------------------------------
 
@@ -376,6 +378,10 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=settings.commit_interval_s,
         broker_heartbeat_interval=3.0,
+        # A topic the worker subscribes to right after creating it (its changelogs) may not be
+        # in the first metadata answer; the default 5-minute refresh left the worker waiting
+        # that long. 10 s bounds the wait at a negligible metadata cost.
+        consumer_metadata_max_age_ms=10_000,
         autodiscover=False,
     )
     pipeline = Pipeline(app, settings, codec, policies)
