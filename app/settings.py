@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     coordination_window_ms: int = 60_000
     coordination_settle_ms: int = 30_000
 
+    # Scenario 3 (app/scenarios/event_delivery.py): a topic an event could not be delivered
+    # to because it does not exist is created from its topics/ definition when this is on.
+    create_missing_topics: bool = False
+
     def topic(self, logical_name: str) -> str:
         return f"{self.topic_prefix}{logical_name}"
 
