@@ -20,6 +20,8 @@ handler for one failure kind does beyond that:
   acknowledged).
 - `on_watch_outcome(pipeline, group, before, outcome)`: a consumer-health watch check
   emitted an event (app/health.py); `before` is the consumer's health before the check.
+- `on_event(pipeline, event)`: every lifecycle event the worker emits (as a dict), in
+  process; must be cheap (coordinated recovery watches failures and outcomes with it).
 
 Each scenario module exposes `install(app, pipeline) -> Strategy`, which may also register
 its own Faust agents and tables, and is listed in SCENARIO_MODULES.
@@ -79,6 +81,8 @@ class Strategy(Protocol):
     async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
                                outcome: Any) -> None: ...
 
+    async def on_event(self, pipeline: Any, event: dict[str, Any]) -> None: ...
+
 
 class BaseStrategy:
     """Defaults: claims nothing, adds nothing after the generic decision."""
@@ -106,6 +110,9 @@ class BaseStrategy:
 
     async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
                                outcome: Any) -> None:
+        return None
+
+    async def on_event(self, pipeline: Any, event: dict[str, Any]) -> None:
         return None
 
 

@@ -1,10 +1,11 @@
 """Cross-communication pattern recovery (the source's CommunicationRecoveryCoordinator):
 when several communication patterns fail at once, one coordinated plan.
 
-Every failure the service receives is observed (from `recovery/failure_received` on the
-lifecycle topic) as one of the patterns of policy `[scenario.coordination]`: tool routing,
-event bus, state sync, network. Observations and the incidents' outcomes go to the single-
-partition topic `recovery.coordination`, where one agent keeps the window
+Every failure the service receives is observed (its `recovery/failure_received`, as the
+worker emits it: the strategies' `on_event` hook) as one of the patterns of policy
+`[scenario.coordination]`: tool routing, event bus, state sync, network. Observations
+(throttled per pattern) and the named incidents' outcomes go to the single-partition topic
+`recovery.coordination`, where one agent keeps the window
 (RECOVERY_COORDINATION_WINDOW_MS). When at least `min_patterns` distinct patterns are active
 in the window (and no plan was made within it), a plan is made
 (`analyzeCommunicationFailures`, `createRecoveryPlan`): a step per active pattern, critical
@@ -300,13 +301,7 @@ class Coordinator(BaseStrategy):
             key_type=str, key_serializer="raw", value_serializer="json"))
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
-        events = app.topic(pipeline.events_name, allow_empty=True, **raw)
         coordination = app.topic(self.topic_name, allow_empty=True, **raw)
-
-        @app.agent(events, name="coordination-observer")
-        async def observer(stream: Any) -> None:
-            async for event in stream.events():
-                await self.on_lifecycle(event.message.value)
 
         @app.timer(THROTTLE_MS / 1000)
         async def forward_held() -> None:
@@ -320,12 +315,9 @@ class Coordinator(BaseStrategy):
 
     # ---- observing -------------------------------------------------------------------------
 
-    async def on_lifecycle(self, value: bytes | None) -> None:
-        try:
-            event = self.pipeline.codec.decode(value, lifecycle.SUBJECT)
-        except Exception as exc:  # not ours to quarantine: the lifecycle topic is our output
-            log.debug("coordination: unreadable lifecycle event: %s", exc)
-            return
+    async def on_event(self, pipeline: Any, event: dict[str, Any]) -> None:
+        """Every lifecycle event this worker emits: failures received (as patterns) and the
+        outcomes of the incidents it named."""
         incident = event["incident_id"]
         if incident.startswith("coordination:"):
             return
