@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -170,8 +171,8 @@ def verify_integrity(states: dict[str, dict[str, Version]], result: MergeResult
     return not problems, problems
 
 
-def collect_partition_writes(settings: Any, topic: str, partition_id: str, since_ms: int
-                             ) -> tuple[list[SideWrite], int]:
+def collect_partition_writes(settings: Any, topic: str, partition_id: str, since_ms: int,
+                             timeout_s: float = 120.0) -> tuple[list[SideWrite], int]:
     """Step 1 (collectPartitionStates): every record for the partition on the partition-state
     topic written since `since_ms`, up to the end offsets at the start of the scan. Returns
     the writes and how many records could not be read."""
@@ -193,13 +194,17 @@ def collect_partition_writes(settings: Any, topic: str, partition_id: str, since
         consumer.assign(begin)
         writes: list[SideWrite] = []
         unreadable = 0
-        while ends:
-            message = consumer.poll(1.0)
+        deadline = time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            # Done with a partition once its position passes the end seen at the start (a
+            # position, not the last record's offset: control records take offsets too).
+            for tp in consumer.position([TopicPartition(topic, p) for p in ends]):
+                if tp.offset >= ends[tp.partition]:
+                    del ends[tp.partition]
             if message is None or message.error():
                 continue
             partition, offset = message.partition(), message.offset()
-            if partition in ends and offset + 1 >= ends[partition]:
-                del ends[partition]
             if (message.key() or b"").decode(errors="replace") != partition_id:
                 continue
             try:
@@ -208,6 +213,9 @@ def collect_partition_writes(settings: Any, topic: str, partition_id: str, since
                 unreadable += 1
                 log.warning("partition %s: skipping %s[%d]@%d: %s", partition_id,
                             message.topic(), partition, offset, exc)
+        if ends:
+            raise TimeoutError(f"{topic}: partitions {sorted(ends)} not read to their end "
+                               f"within {timeout_s:.0f} s")
         return writes, unreadable
     finally:
         consumer.close()
@@ -304,9 +312,19 @@ class NetworkPartitionStrategy(BaseStrategy):
             healed_at - self.pipeline.settings.partition_watch_ms
         await self.watches.resolve(watch_id_of(partition_id), {"healedAt": healed_at})
         loop = asyncio.get_running_loop()
-        writes, unreadable = await loop.run_in_executor(
-            None, collect_partition_writes, self.pipeline.settings, self.partition_state_topic,
-            partition_id, detected_at)
+        try:
+            writes, unreadable = await loop.run_in_executor(
+                None, collect_partition_writes, self.pipeline.settings,
+                self.partition_state_topic, partition_id, detected_at)
+        except Exception as exc:  # the broker is the one place the sides' states are
+            self.note(ctx, "escalated", f"partition {partition_id}: states not collected")
+            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+                            {"reason": f"the sides' states could not be collected: {exc}",
+                             "partitionId": partition_id,
+                             "recommendedAction": "check the partition-state topic, then "
+                                                  "report HEALED again"},
+                            outcome="escalated")
+            return
         states = latest_by_side(writes)
         result = merge_partition_states(states, self.policy.conflict_strategy)
         now = lifecycle.now_ms()
