@@ -78,6 +78,10 @@ def test_progressive_tool_discovery(discovery_env, worker_factory, topic_prefix)
     for topic in targets.values():
         ensure_topic(bootstrap, topic, partitions=1)
     directory = ToolDirectoryClient(settings)
+    # s9 offered a newer get_weather, then withdrew it: s2's is the one left.
+    directory.announce(ToolEntry("s9", "get_weather", "9.0", "Current weather for a city",
+                                 f"{topic_prefix}s9.requests"))
+    directory.withdraw("s9", "get_weather")
     directory.announce(ToolEntry("s2", "get_weather", "1.0", "Current weather for a city",
                                  targets["s2"]))
     directory.flush()
@@ -155,7 +159,8 @@ def test_progressive_tool_discovery(discovery_env, worker_factory, topic_prefix)
 
     # 1. registry
     assert outcome["registry-1"] == "recovery/recovery_completed"
-    assert payloads("registry-1", t.TOOL_DISCOVERED)[0]["strategy"] == "registry_refresh"
+    [found] = payloads("registry-1", t.TOOL_DISCOVERED)
+    assert found["strategy"] == "registry_refresh" and found["tool"]["serverId"] == "s2"
     routed(targets["s2"], "registry-1")
     assert t.SERVERS_QUERIED not in types_for(events(), "registry-1")
     # 2. server query: answered, routed and registered on the server's behalf
