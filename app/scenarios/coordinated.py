@@ -349,18 +349,21 @@ class Coordinator(BaseStrategy):
         try:
             message = orjson.loads(value or b"")
             op = message["op"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            if op == "outcome":
+                incident, outcome = str(message["incident_id"]), str(message["outcome"])
+            else:
+                seen = Observation(str(message["pattern"]), str(message["kind"]),
+                                   str(message["incident_id"]), message.get("severity"),
+                                   int(message["at_ms"]), int(message.get("count", 1)))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             log.warning("coordination: ignoring %r: %s", value[:200] if value else value, exc)
             return
         state = self.table.get(STATE_KEY)
         if op == "outcome":
-            updated = record_outcome(state, str(message["incident_id"]), str(message["outcome"]))
+            updated = record_outcome(state, incident, outcome)
             if updated is not None:
                 self.table[STATE_KEY] = updated
             return
-        seen = Observation(message["pattern"], message["kind"], message["incident_id"],
-                           message.get("severity"), int(message["at_ms"]),
-                           int(message.get("count", 1)))
         state = observe(state, seen, self.window_ms)
         now = lifecycle.now_ms()
         if should_plan(state, now, self.window_ms, self.policy):
