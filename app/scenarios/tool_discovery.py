@@ -315,8 +315,10 @@ class ToolDiscoveryStrategy(BaseStrategy):
             started_at = lifecycle.now_ms()
             self.started[incident.incident_id] = {"event_id": event_id, "at": started_at,
                                                   "step": step_to_json(step)}
+            done = isinstance(step, NotFound)
             ctx.incidents[incident.incident_id] = incident.step(
-                started_at, "discovering", state="discovering").to_json()
+                started_at, "tool not found" if done else "discovering",
+                state="escalated" if done else "discovering").to_json()
         await self.take(step, data, started_at)
         return True
 

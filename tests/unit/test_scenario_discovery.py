@@ -386,3 +386,16 @@ def test_result_records_parse_or_are_invalid() -> None:
     assert isinstance(reg.parse_result_record(b"nope"), reg.Invalid)
     assert isinstance(reg.parse_result_record(b'{"tool": "x", "result": 1, "stored_at": "a"}'),
                       reg.Invalid)
+
+
+def test_wiring_report_without_a_tool_name_is_escalated_at_once() -> None:
+    strategy = make_strategy([WEATHER])
+    event = discovery_report("x")
+    event["detail"] = ("io.recovery.v1.ToolDiscoveryFailed", {"tool_name": "",
+                                                              "error_type": "not_found"})
+    incidents: dict[str, Any] = {}
+    assert run_report(strategy, event, incidents)
+    [(event_type, fields)] = strategy.pipeline.events
+    assert event_type == "recovery/escalated" and fields["outcome"] == "escalated"
+    assert incidents["call-1"]["state"] == "escalated"
+    assert strategy.watches.started == [] and strategy.pipeline.sent == []
