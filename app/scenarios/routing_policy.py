@@ -10,14 +10,12 @@ per topic."""
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.policy import DEFAULTS, PolicyError
-
-SECTIONS = ("mcp", "discovery", "delivery")
+from app.policy import PolicyError
+from app.scenarios.policy_data import check_keys, load_scenario_tables
 
 
 @dataclass(frozen=True)
@@ -106,22 +104,6 @@ class ScenarioPolicies:
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _check_keys(entry: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = set(entry) - known
-    if unknown:
-        raise PolicyError(f"{where}: unknown settings {sorted(unknown)}")
-
-
 def _strings(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise PolicyError(f"{where}: expected a table of strings")
@@ -137,7 +119,7 @@ def _lists(value: Any, where: str) -> dict[str, tuple[str, ...]]:
 
 def _mcp(entry: dict[str, Any]) -> McpPolicy:
     where = "scenario.mcp"
-    _check_keys(entry, set(McpPolicy.__dataclass_fields__), where)
+    check_keys(entry, set(McpPolicy.__dataclass_fields__), where)
     fallbacks: dict[str, Fallback] = {}
     for tool, spec in (entry.get("fallbacks") or {}).items():
         if not isinstance(spec, dict) or set(spec) - {"topic", "result"} or (
@@ -160,7 +142,7 @@ def _mcp(entry: dict[str, Any]) -> McpPolicy:
 
 def _discovery(entry: dict[str, Any]) -> DiscoveryPolicy:
     where = "scenario.discovery"
-    _check_keys(entry, set(DiscoveryPolicy.__dataclass_fields__), where)
+    check_keys(entry, set(DiscoveryPolicy.__dataclass_fields__), where)
     defaults = DiscoveryPolicy()
     wrappers = defaults.wrappers
     if "wrappers" in entry:
@@ -186,7 +168,7 @@ def _discovery(entry: dict[str, Any]) -> DiscoveryPolicy:
 
 def _delivery(entry: dict[str, Any]) -> DeliveryPolicy:
     where = "scenario.delivery"
-    _check_keys(entry, set(DeliveryPolicy.__dataclass_fields__), where)
+    check_keys(entry, set(DeliveryPolicy.__dataclass_fields__), where)
     defaults = DeliveryPolicy()
     return DeliveryPolicy(
         redelivery_topic=str(entry.get("redelivery_topic", defaults.redelivery_topic)),
@@ -198,19 +180,12 @@ def _delivery(entry: dict[str, Any]) -> DeliveryPolicy:
     )
 
 
-def parse_scenario_policies(base: dict[str, Any], extra: dict[str, Any]) -> ScenarioPolicies:
-    scenario = _merge(base.get("scenario", {}), extra.get("scenario", {}))
+def parse_scenario_policies(scenario: dict[str, Any]) -> ScenarioPolicies:
+    """From the merged `[scenario]` tables (app/scenarios/policy_data.py)."""
     return ScenarioPolicies(mcp=_mcp(scenario.get("mcp", {})),
                             discovery=_discovery(scenario.get("discovery", {})),
                             delivery=_delivery(scenario.get("delivery", {})))
 
 
 def load_scenario_policies(override: Path | None = None) -> ScenarioPolicies:
-    base = tomllib.loads(DEFAULTS.read_text())
-    extra: dict[str, Any] = {}
-    if override is not None:
-        try:
-            extra = tomllib.loads(override.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise PolicyError(f"{override}: {exc}") from exc
-    return parse_scenario_policies(base, extra)
+    return parse_scenario_policies(load_scenario_tables(override))
