@@ -18,12 +18,14 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
 from app.dead_letters import scan_dead_letters
+from app.kafka_config import admin_config
 from app.kafka_security import faust_credentials, security_of
 from app.lag.monitor import LagMonitor
 from app.policy import Policies, load_policies
 from app.redaction import install as install_redaction
 from app.scenario_events import reported_event
 from app.settings import Settings
+from app.topic_presence import TopicPresence
 from app.topics import load_topic_specs
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Pipeline:
                 self.tiers[delay] = topic(spec.name)
         # Scenario strategies (app/strategies.py), installed by create_app.
         self.strategies: list[strategies.Strategy] = []
+        self.topic_presence = TopicPresence(admin_config(settings))
 
     async def send(self, record: routing.OutRecord) -> None:
         # Straight to the transport producer: the records are bytes already, and Faust's
@@ -268,6 +271,16 @@ class Pipeline:
                     await self.send(routing.forwarded(self.dlq_name, record.key, record.value,
                                                       record.headers,
                                                       **{h.REASON: "no dispatch target"}))
+                    return
+                if not await self.topic_presence.exists(target):
+                    reason = f"dispatch target topic {target} does not exist"
+                    log.error("retry for %s: %s; sent to the DLQ", incident_id, reason)
+                    await self.send(routing.forwarded(self.dlq_name, record.key, record.value,
+                                                      record.headers, **{h.REASON: reason}))
+                    await self.emit(lifecycle.DEAD_LETTERED, incident_id,
+                                    step_id=f"{incident_id}:dead-lettered-{attempt}",
+                                    attempt=attempt, outcome="dead_lettered",
+                                    payload={"reason": reason, "target": target})
                     return
                 await self.send(routing.redelivery(target, record.key, record.value,
                                                    record.headers))
