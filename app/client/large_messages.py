@@ -239,8 +239,10 @@ class ReassemblingConsumer:
         self.expiry_check_s = expiry_check_s
         self.rejected_count = 0
         self._stopped = False
-        self.consumer = Consumer(kafka_config.consumer_config(self.settings, group,
-                                                              **(consumer_config or {})))
+        # librdkafka pauses fetching for fetch.queue.backoff.ms (1 s by default) whenever its
+        # prefetch queue is full, which a consumer copying 1 MB fragments fills at once.
+        self.consumer = Consumer(kafka_config.consumer_config(
+            self.settings, group, **{"fetch.queue.backoff.ms": 10, **(consumer_config or {})}))
         self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     # ---- rebalances ------------------------------------------------------------------------
