@@ -7,7 +7,8 @@ import threading
 import time
 
 from app import metrics
-from app.lag.collect import LagCollector, parse_patterns
+from app.lag.collect import parse_patterns
+from app.lag.isolated import IsolatedCollector
 from app.lag.tracker import LagTracker, LagView
 from app.settings import Settings
 
@@ -18,7 +19,9 @@ class LagMonitor:
         self.patterns = parse_patterns(settings.lag_groups)
         self.sized_topics = [settings.topic("recovery.dlq"), settings.topic("recovery.poison")]
         self.tracker = LagTracker(window=settings.lag_window)
-        self._collector: LagCollector | None = None
+        # In a child process: librdkafka's admin group calls can crash the process when the
+        # group coordinator moves (app/lag/isolated.py); the worker must outlive that.
+        self._collector: IsolatedCollector | None = None
         self._lock = threading.Lock()
 
     @property
@@ -29,7 +32,7 @@ class LagMonitor:
         """Take a snapshot and fold it into the windows (blocking; one at a time)."""
         with self._lock:
             if self._collector is None:
-                self._collector = LagCollector(self.settings)
+                self._collector = IsolatedCollector(self.settings)
             started = time.perf_counter()
             try:
                 snapshot = self._collector.snapshot(self.patterns,
