@@ -1,0 +1,55 @@
+"""The short fault run: scripts/fault_run.py on its own three-node cluster (ports 45392-45394,
+started and stopped here), 3,000 failure events with one fault of each kind: a worker
+SIGKILLed and restarted, a broker SIGKILLed and restarted, and all brokers frozen (SIGSTOP)
+for 20 s. Every acknowledged event must end in exactly one terminal outcome, and the worker
+must carry on after the freeze without a restart. The 100,000-event run with three worker
+kills and a 30 s freeze is the same script (docs/benchmarks/fault-run.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("RECOVERY_FAULT_TEST_PORT", "45392"))
+
+
+def test_one_fault_of_each_kind_loses_and_duplicates_nothing(tmp_path: Path):
+    data_dir = tmp_path / "kafka"
+    result_file = tmp_path / "result.json"
+    command = [sys.executable, str(REPO / "scripts" / "fault_run.py"),
+               "--events", "3000", "--rate", "100", "--worker-kills", "1",
+               "--freeze-seconds", "20", "--broker-down-seconds", "5", "--drain-seconds", "5",
+               "--port", str(PORT), "--data-dir", str(data_dir),
+               "--work-dir", str(tmp_path / "work"), "--web-port", str(PORT + 420),
+               "--stall-timeout", "90", "--json", str(result_file)]
+    try:
+        run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=480)
+    finally:
+        subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop",
+                        "--data-dir", str(data_dir)], capture_output=True, timeout=120)
+    assert result_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    story = run.stdout[-3000:]
+    assert [f["kind"] for f in result["faults"]] == ["worker_kill", "broker_kill", "freeze"]
+    assert result["faults_done"] == 3, story
+    assert result["produced"] == result["acknowledged"] == 3000, story
+    assert result["lost"] == 0, (result["lost_sample"], result.get("lost_positions"), story)
+    assert result["duplicated"] == 0, (result["duplicated_sample"], story)
+    assert result["moved_missing"] == {"recovery.dlq": 0, "recovery.poison": 0}
+    # (c): events produced after the thaw were done by the very same worker process.
+    freeze = result["faults"][2]["detail"]
+    assert freeze["worker_pids_before"] == freeze["worker_pids_after"], story
+    assert freeze["new_events_done_after_thaw"] >= freeze["wanted"] > 0, story
+    assert result["unexpected_worker_exits"] == [], story
+    # The broker came back by `scripts/kafka start`, with a new process.
+    broker = result["faults"][1]["detail"]
+    assert broker["new_pid"] != broker["pid"]
+    assert result["passed"] and run.returncode == 0, story
