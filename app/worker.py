@@ -361,6 +361,12 @@ def recommended_action(classification: Classification) -> str:
     return "inspect the incident history and the dead-letter topic; replay when fixed"
 
 
+def max_message_bytes(specs: Any, default: int = 1_000_000) -> int:
+    """The largest max.message.bytes among the topic definitions (at least the default)."""
+    return max([default, *(int(spec.config["max.message.bytes"]) for spec in specs
+                           if "max.message.bytes" in spec.config)])
+
+
 def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     specs = {spec.name: spec for spec in load_topic_specs(settings.topics_dir)}
     catalog = SchemaCatalog.load(settings.schemas_dir)
@@ -395,6 +401,11 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         # in the first metadata answer; the default 5-minute refresh left the worker waiting
         # that long. 10 s bounds the wait at a negligible metadata cost.
         consumer_metadata_max_age_ms=10_000,
+        # Up to the largest topic limit in topics/ (the poison and dead-letter topics' 8 MB):
+        # quarantining an intake record near its topic's 1 MB limit adds context headers, and
+        # with Faust's default (1,000,000) the poison send failed, the agent crashed and the
+        # record was dropped (tests/integration/test_fuzz_large_input.py).
+        producer_max_request_size=max_message_bytes(specs.values()),
         autodiscover=False,
     )
     pipeline = Pipeline(app, settings, codec, policies)
