@@ -70,6 +70,9 @@ class Cluster:
         self.port = port
         self.data_dir = data_dir
         self.bootstrap = ""
+        self.port_retries = 0
+        self.port_holders: list[str] = []
+        self.killed_port: int | None = None
 
     def launcher(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -78,10 +81,25 @@ class Cluster:
             capture_output=True, text=True, timeout=timeout)
 
     def start(self, fresh: bool = False) -> float:
+        """Start (or restart the missing nodes). A dead broker's port can be taken for a few
+        seconds by a client's own connection to it: the ports are inside Linux's ephemeral
+        range (32768-60999), and a client reconnecting to a port nobody listens on can end
+        up connected to itself (TCP simultaneous open). The launcher then refuses the port;
+        the client drops that connection on its first unreadable answer, so try again."""
         began = time.monotonic()
-        done = self.launcher("start", *(["--fresh"] if fresh else []), "--timeout", "180")
-        if done.returncode != 0:
-            raise RuntimeError(f"scripts/kafka start failed:\n{done.stdout}\n{done.stderr}")
+        self.port_retries = 0
+        while True:
+            done = self.launcher("start", *(["--fresh"] if fresh else []), "--timeout", "180")
+            if done.returncode == 0:
+                break
+            if "already in use" not in done.stderr or self.port_retries >= 30:
+                raise RuntimeError(f"scripts/kafka start failed:\n{done.stdout}\n{done.stderr}")
+            self.port_retries += 1
+            if self.port_retries == 1:
+                self.port_holders = port_holders(self.killed_port or self.port)
+            say(f"a broker port is taken for now ({done.stderr.strip().splitlines()[-1]}); "
+                "retrying in 2 s")
+            time.sleep(2)
         self.bootstrap = done.stdout.strip().splitlines()[-1]
         return time.monotonic() - began
 
@@ -98,6 +116,7 @@ class Cluster:
     def kill(self, node: int) -> int:
         pid = self.pid(node)
         os.kill(pid, signal.SIGKILL)
+        self.killed_port = self.port + node - 1
         return pid
 
     def signal_all(self, sig: int) -> list[int]:
@@ -105,6 +124,16 @@ class Cluster:
         for pid in pids:
             os.kill(pid, sig)
         return pids
+
+
+def port_holders(port: int) -> list[str]:
+    """Sockets using a port (`ss`), to show who holds a dead broker's port."""
+    try:
+        out = subprocess.run(["ss", "-tanp"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [" ".join(line.split()) for line in out.splitlines()
+            if f":{port} " in line + " "][:20]
 
 
 # ---- workers ---------------------------------------------------------------------------------
@@ -471,6 +500,9 @@ class Run:
         fault.detail["down_s"] = round(time.monotonic() - killed, 1)
         fault.detail["restart_s"] = round(restart, 1)
         fault.detail["new_pid"] = self.cluster.pid(node)
+        fault.detail["port_taken_retries"] = self.cluster.port_retries
+        if self.cluster.port_retries:
+            fault.detail["port_holders"] = self.cluster.port_holders
         say(f"broker node {node} restarted in {restart:.1f}s "
             f"({fault.detail['outcomes_while_down']} outcomes while it was down)")
 
@@ -714,7 +746,8 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
             what = (f"SIGKILL broker node {d.get('node')} (pid {d.get('pid')}); "
                     f"{d.get('outcomes_while_down')} outcomes while it was down; "
                     f"`scripts/kafka start` restarted it in {d.get('restart_s')} s "
-                    f"(down {d.get('down_s')} s)")
+                    f"(down {d.get('down_s')} s; {d.get('port_taken_retries', 0)} retries "
+                    "while its port was taken by a client's self-connection)")
         else:
             what = (f"SIGSTOP all 3 broker JVMs for {d.get('seconds')} s, then SIGCONT; first "
                     f"outcome of an event produced after the thaw "
