@@ -81,22 +81,24 @@ class Cluster:
             capture_output=True, text=True, timeout=timeout)
 
     def start(self, fresh: bool = False) -> float:
-        """Start (or restart the missing nodes). A dead broker's port can be taken for a few
-        seconds by a client's own connection to it: the ports are inside Linux's ephemeral
-        range (32768-60999), and a client reconnecting to a port nobody listens on can end
-        up connected to itself (TCP simultaneous open). The launcher then refuses the port;
-        the client drops that connection on its first unreadable answer, so try again."""
+        """Start (or restart the missing nodes). A dead broker's port can be taken by a
+        client's own connection to it: the ports are inside Linux's ephemeral range
+        (32768-60999), and a client reconnecting to a port nobody listens on can be given
+        that very port and end up connected to itself (TCP simultaneous open). Seen here:
+        librdkafka keeps such a connection until its 60 s request timeout; the launcher
+        refuses the port meanwhile, so try again for up to 3 minutes."""
         began = time.monotonic()
         self.port_retries = 0
         while True:
             done = self.launcher("start", *(["--fresh"] if fresh else []), "--timeout", "180")
             if done.returncode == 0:
                 break
-            if "already in use" not in done.stderr or self.port_retries >= 30:
+            if "already in use" not in done.stderr or self.port_retries >= 90:
                 raise RuntimeError(f"scripts/kafka start failed:\n{done.stdout}\n{done.stderr}")
             self.port_retries += 1
             if self.port_retries == 1:
                 self.port_holders = port_holders(self.killed_port or self.port)
+                say(f"held by: {self.port_holders}")
             say(f"a broker port is taken for now ({done.stderr.strip().splitlines()[-1]}); "
                 "retrying in 2 s")
             time.sleep(2)
