@@ -584,14 +584,16 @@ class Run:
         while True:
             self.watch_workers()
             with self.outcomes.lock:
-                done = sum(1 for fid in self.producing.acked if fid in self.outcomes.outcomes)
-            if self.producing.done.is_set() and done >= len(self.producing.acked):
+                # A copy: the producer thread adds to the set while this runs.
+                acked = self.producing.acked.copy()
+                done = sum(1 for fid in acked if fid in self.outcomes.outcomes)
+            if self.producing.done.is_set() and done >= len(acked):
                 break
             if done != last:
                 last, last_change = done, time.monotonic()
             elif time.monotonic() - last_change > self.config.stall_timeout:
                 self.notes.append(f"no new outcome for {self.config.stall_timeout:.0f}s with "
-                                  f"{len(self.producing.acked) - done} events still open and "
+                                  f"{len(acked) - done} events still open and "
                                   f"{self.config.events - self.producing.produced} not yet "
                                   "produced")
                 say(self.notes[-1])
@@ -605,9 +607,10 @@ class Run:
 
     def summarize(self, setup: dict[str, Any], finished: float) -> dict[str, Any]:
         o, p = self.outcomes, self.producing
-        lost = [fid for fid in p.acked if fid not in o.outcomes]
+        acked, failed = p.acked.copy(), dict(p.failed)  # a stalled producer may still add
+        lost = [fid for fid in acked if fid not in o.outcomes]
         duplicated = {fid: sorted(ids) for fid, ids in o.outcomes.items() if len(ids) > 1}
-        unacked_with_outcome = [fid for fid in p.failed if fid in o.outcomes]
+        unacked_with_outcome = [fid for fid in failed if fid in o.outcomes]
         moved_missing = {}
         moved_raw_repeats = {}
         for topic in MOVED_FOR.values():
@@ -620,9 +623,9 @@ class Run:
                        for k, v in asdict(self.config).items()},
             "setup": setup,
             "produced": p.produced,
-            "acknowledged": len(p.acked),
-            "delivery_failures": len(p.failed),
-            "delivery_failure_samples": list(p.failed.values())[:5],
+            "acknowledged": len(acked),
+            "delivery_failures": len(failed),
+            "delivery_failure_samples": list(failed.values())[:5],
             "events_with_outcome": len(o.outcomes),
             "lost": len(lost),
             "lost_sample": lost[:20],
