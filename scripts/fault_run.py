@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import ctypes
 import json
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,6 +141,19 @@ def port_holders(port: int) -> list[str]:
             if f":{port} " in line + " "][:20]
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """In the worker, before exec: SIGKILL when this script dies, however it dies (a test's
+    timeout kills it outright), so no worker outlives its run. Linux only."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 # ---- workers ---------------------------------------------------------------------------------
 
 class Worker:
@@ -156,10 +172,13 @@ class Worker:
 
     def start(self) -> None:
         self.incarnation += 1
+        env = dict(self.env)
+        if env.get("RECOVERY_WEB_PORT") == "0":
+            env["RECOVERY_WEB_PORT"] = str(free_port())
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env,
                                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=die_with_parent)
 
     @property
     def pid(self) -> int:
@@ -346,7 +365,7 @@ class RunConfig:
     freeze_seconds: float = 30.0
     broker_down_seconds: float = 20.0
     seed: int = 0
-    web_port: int = 45800
+    web_port: int = 0  # 0: a free port for each worker start
     stall_timeout: float = 180.0
     drain_seconds: float = 10.0
     keep: bool = False
@@ -398,8 +417,9 @@ class Run:
         env.update({"KAFKA_BOOTSTRAP_SERVERS": self.cluster.bootstrap,
                     "RECOVERY_TOPIC_PREFIX": self.prefix, "RECOVERY_APP_ID": self.app_id})
         if slot is not None:
+            web_port = self.config.web_port + slot if self.config.web_port else 0
             env.update({"RECOVERY_DATA_DIR": str(self.work_dir / f"worker-{slot}"),
-                        "RECOVERY_WEB_PORT": str(self.config.web_port + slot)})
+                        "RECOVERY_WEB_PORT": str(web_port)})
         return env
 
     # -- setup -----------------------------------------------------------------------------
@@ -618,6 +638,7 @@ class Run:
             moved_missing[topic] = sum(1 for fid in expected if o.moved[topic][fid] == 0)
             moved_raw_repeats[topic] = sum(n - 1 for n in o.moved[topic].values() if n > 1)
         freeze = next((f for f in self.faults if f.kind == "freeze"), None)
+        self.pauses(finished)
         result = {
             "config": {k: str(v) if isinstance(v, Path) else v
                        for k, v in asdict(self.config).items()},
@@ -658,6 +679,18 @@ class Run:
                             and all(n == 0 for n in moved_missing.values())
                             and result["produced"] == self.config.events)
         return result
+
+    def pauses(self, finished: float) -> None:
+        """Per fault, the longest time without a new outcome between the fault and the next
+        one (or the end): how long processing stood still because of it."""
+        times = sorted(t - self.began for t in self.outcomes.first_seen.values())
+        done = [f for f in self.faults if f.started]
+        for fault, following in zip(done, [*done[1:], None], strict=False):
+            end = following.started if following else finished
+            inside = [t for t in times if fault.started <= t <= end]
+            edges = [fault.started, *inside, end]
+            gaps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+            fault.detail["longest_pause_s"] = round(max(gaps), 1)
 
     def positions(self, lost: set[str]) -> dict[str, Any]:
         """Where the lost events sit in recovery.failures: partition, offsets, as runs."""
@@ -738,8 +771,12 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         "",
         "## Faults",
         "",
-        "| # | fault | at (s) | outcomes then | what happened |",
-        "|---|---|---|---|---|",
+        "*Longest pause*: the longest time without a new outcome between the fault and the "
+        "next one. *First outcome of a newly produced event*: from the fault until an event "
+        "produced after it has its outcome, so it includes working off the backlog.",
+        "",
+        "| # | fault | at (s) | outcomes then | longest pause (s) | what happened |",
+        "|---|---|---|---|---|---|",
     ]
     for n, fault in enumerate(result["faults"], 1):
         d = fault["detail"]
@@ -761,7 +798,7 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
                     f"by the same worker process(es) (pids {d.get('worker_pids_before')} before, "
                     f"{d.get('worker_pids_after')} after); no restart")
         lines.append(f"| {n} | {fault['kind']} | {fault['started']} | "
-                     f"{fault['progress_at_start']:,} | {what} |")
+                     f"{fault['progress_at_start']:,} | {d.get('longest_pause_s')} | {what} |")
     lines += [
         "",
         "## Figures",
@@ -815,8 +852,10 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         lines += ["Worker log lines with ERROR or a traceback, by kind (numbers as N):", "",
                   "```"]
         lines += result["worker_log_problems"] + ["```", ""]
+    # A hand-written "## Findings" section at the end of an earlier report is kept.
+    kept = path.read_text().partition("\n## Findings")[1:] if path.exists() else ("", "")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines) + "".join(kept))
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Namespace]:
@@ -832,7 +871,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
     parser.add_argument("--freeze-seconds", type=float, default=30.0)
     parser.add_argument("--broker-down-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--web-port", type=int, default=45800)
+    parser.add_argument("--web-port", type=int, default=0,
+                        help="first worker's web port (default: any free port)")
     parser.add_argument("--stall-timeout", type=float, default=180.0)
     parser.add_argument("--drain-seconds", type=float, default=10.0,
                         help="how long the reader listens on after the last outcome")

@@ -28,7 +28,7 @@ def test_one_fault_of_each_kind_loses_and_duplicates_nothing(tmp_path: Path):
                "--events", "3000", "--rate", "100", "--worker-kills", "1",
                "--freeze-seconds", "20", "--broker-down-seconds", "5", "--drain-seconds", "5",
                "--port", str(PORT), "--data-dir", str(data_dir),
-               "--work-dir", str(tmp_path / "work"), "--web-port", str(PORT + 420),
+               "--work-dir", str(tmp_path / "work"),
                "--stall-timeout", "90", "--json", str(result_file)]
     try:
         run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=480)
