@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,14 +96,14 @@ class Cluster:
             done = self.launcher("start", *(["--fresh"] if fresh else []), "--timeout", "180")
             if done.returncode == 0:
                 break
-            if "already in use" not in done.stderr or self.port_retries >= 90:
+            taken = "already in use" in done.stderr + done.stdout  # at the check, or at bind
+            if not taken or self.port_retries >= 90:
                 raise RuntimeError(f"scripts/kafka start failed:\n{done.stdout}\n{done.stderr}")
             self.port_retries += 1
             if self.port_retries == 1:
                 self.port_holders = port_holders(self.killed_port or self.port)
                 say(f"held by: {self.port_holders}")
-            say(f"a broker port is taken for now ({done.stderr.strip().splitlines()[-1]}); "
-                "retrying in 2 s")
+            say("a broker port is taken for now (a client's self-connection); retrying in 2 s")
             time.sleep(2)
         self.bootstrap = done.stdout.strip().splitlines()[-1]
         return time.monotonic() - began
@@ -139,6 +139,45 @@ def port_holders(port: int) -> list[str]:
         return []
     return [" ".join(line.split()) for line in out.splitlines()
             if f":{port} " in line + " "][:20]
+
+
+RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+
+
+def port_set(text: str) -> set[int]:
+    ports: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        ports.update(range(int(low), int(high or low) + 1))
+    return ports
+
+
+@contextlib.contextmanager
+def reserved_ports(ports: set[int]) -> Iterator[bool]:
+    """Keep Linux from handing the cluster's ports out as clients' source ports while the run
+    lasts (ip_local_reserved_ports), then put the list back as it was.
+
+    The ports (45000-45999 here) lie in the ephemeral range (32768-60999). While a broker is
+    down, clients reconnecting to its port can be given that very port as their own and
+    connect to themselves (TCP simultaneous open); librdkafka holds such a connection until
+    its 60 s timeout. The restarted broker then cannot bind: in the first runs of this script
+    a broker restart waited 100-125 s for its port, and one restart failed when the port was
+    taken between the launcher's check and Kafka's bind. On a real cluster brokers live on
+    other hosts and this cannot happen. Without root this is skipped (and restarts retry)."""
+    try:
+        before = port_set(RESERVED_PORTS.read_text())
+        RESERVED_PORTS.write_text(",".join(map(str, sorted(before | ports))))
+    except OSError as exc:
+        say(f"could not reserve ports {sorted(ports)} ({exc}); restarts will retry instead")
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            now = port_set(RESERVED_PORTS.read_text())
+            # A newline: an empty write would leave the list as it is.
+            RESERVED_PORTS.write_text(",".join(map(str, sorted(now - (ports - before)))) + "\n")
 
 
 def free_port() -> int:
@@ -754,7 +793,10 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         "",
         f"- 3 combined broker/controller nodes on ports {cfg['port']}-{cfg['port'] + 2} "
         f"(controllers {cfg['port'] + 100}-{cfg['port'] + 102}); cluster up in "
-        f"{result['setup']['cluster_start_s']} s.",
+        f"{result['setup']['cluster_start_s']} s. The cluster's ports were "
+        f"{'' if result.get('ports_reserved') else 'NOT '}reserved from Linux's ephemeral "
+        "range for the run (`reserved_ports` in the script: without that, clients "
+        "reconnecting to a dead broker connect to themselves and hold its port).",
         f"- {cfg['workers']} worker(s) (`python -m app worker`), topics from "
         "`recovery topics apply`:",
     ]
@@ -896,10 +938,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     run = Run(config)
-    try:
-        result = run.execute()
-    finally:
-        run.teardown()
+    ports = {config.port + n + base for n in range(3) for base in (0, 100)}
+    with reserved_ports(ports) as reserved:
+        try:
+            result = run.execute()
+        finally:
+            run.teardown()
+    result["ports_reserved"] = reserved
     result["work_dir"] = str(run.work_dir)
     say(f"{result['acknowledged']} acknowledged, {result['events_with_outcome']} with an "
         f"outcome: {result['lost']} lost, {result['duplicated']} duplicated, "
