@@ -31,14 +31,17 @@ from app.settings import Settings
 _child_collector: LagCollector | None = None
 
 
-def _start_child(settings: Settings, timeout: float) -> None:
+def _start_child(settings: Settings, timeout: float, parent: int) -> None:
     global _child_collector
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     _child_collector = LagCollector(settings, timeout=timeout)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
 
 def _exit_with_parent(parent: int) -> None:
-    """A SIGKILLed worker leaves its child behind (it is re-parented): leave with it."""
+    """A SIGKILLed worker leaves its child behind (it is re-parented): leave with it. The
+    parent's pid comes from the parent itself: a child whose parent was killed while it was
+    still starting is re-parented before it could ask for its parent's pid, and a fault run
+    found such a child idling for ten minutes after its worker was gone."""
     while os.getppid() == parent:
         time.sleep(1)
     os._exit(0)
@@ -61,7 +64,7 @@ class IsolatedCollector:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_child, initargs=(self.settings, self.timeout))
+                initializer=_start_child, initargs=(self.settings, self.timeout, os.getpid()))
         return self._pool
 
     def snapshot(self, patterns: Sequence[str] = (), *,
