@@ -2,7 +2,7 @@
 """Benchmark: `recovery replay` copying N small dead letters to a named topic, beside
 `kcat -C | kcat -P` (Debian's kcat) copying the same records in the same run.
 
-  .venv/bin/python scripts/bench_replay.py [--records 1000000] [--rounds 2]
+  .venv/bin/python scripts/bench_replay.py [--records 1000000] [--rounds 5]
                                            [--shapes small,dead-letter]
 
 Uses KAFKA_BOOTSTRAP_SERVERS, else starts scripts/kafka on port 41592 (and stops it at the
@@ -179,7 +179,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shapes", default="small,dead-letter",
                         help="comma-separated: small, dead-letter")
     parser.add_argument("--no-report", action="store_true", help="print, do not write docs/")
@@ -338,6 +338,13 @@ def reading(n: int, results: dict[str, dict[str, list[float]]],
         replay, kcat = per_record(shape, "replay"), per_record(shape, "kcat")
         out.append(f"- {shape}: the replay spent {replay:.1f} µs of CPU per record (all its "
                    f"processes), the kcat pipe {kcat:.1f} µs ({replay / kcat:.1f}x).")
+        spread = {label: (min(results[shape][label]), max(results[shape][label]))
+                  for label in ("replay", "kcat")}
+        out.append(f"- {shape}: the rounds spread from {spread['kcat'][0]:.2f} to "
+                   f"{spread['kcat'][1]:.2f} s for kcat and from {spread['replay'][0]:.2f} to "
+                   f"{spread['replay'][1]:.2f} s for the replay (rounds interleaved, so both "
+                   "meet the same moments of a shared machine); a ratio within that spread "
+                   "of 1 is a tie, not a lead.")
     out += [
         "- Both are measured on 2 cores that also run the broker. kcat's C loop needs little "
         "CPU and waits mostly on the broker; the replay's per-record work goes through "
