@@ -1,6 +1,8 @@
 """Prometheus metrics of the worker, served on its web port at /metrics.
 
-Counters count what this worker process did (lifecycle events it emitted); gauges for lag
+Counters count the lifecycle events the worker emitted, kept in a Faust table by the input
+partition they came from (app/lifecycle_counts.py): they survive a restart and move with
+their partitions, so summing a counter over all workers gives the cluster's total. Gauges for lag
 and topic sizes are read from the last lag view at scrape time, so a group that disappears
 stops being reported. Names follow Prometheus conventions: a ``recovery_`` namespace, base
 units in the name (``_seconds``, ``_messages``), ``_total`` on counters.
@@ -8,9 +10,10 @@ units in the name (``_seconds``, ``_messages``), ``_total`` on counters.
 
 from __future__ import annotations
 
+from collections import Counter as CounterOf
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,7 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from app import lifecycle
@@ -32,21 +35,6 @@ disable_created_metrics()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-FAILURE_EVENTS = Counter("recovery_failure_events", "Failure events received.",
-                         registry=REGISTRY)
-RETRIES_SCHEDULED = Counter("recovery_retries_scheduled", "Retries scheduled.",
-                            registry=REGISTRY)
-REDELIVERIES = Counter("recovery_redeliveries", "Records redelivered to a consumer.",
-                       registry=REGISTRY)
-RECOVERIES_COMPLETED = Counter("recovery_recoveries_completed",
-                               "Incidents that ended in recovery_completed.", registry=REGISTRY)
-DEAD_LETTERS = Counter("recovery_dead_letters", "Incidents dead-lettered.", registry=REGISTRY)
-POISON = Counter("recovery_poison", "Incidents quarantined in the poison topic.",
-                 registry=REGISTRY)
-ESCALATIONS = Counter("recovery_escalations", "Incidents and consumers escalated.",
-                      registry=REGISTRY)
-LIFECYCLE_EVENTS = Counter("recovery_lifecycle_events", "Lifecycle events emitted, by type.",
-                           ["event_type"], registry=REGISTRY)
 FRAGMENT_SETS_IN_PROGRESS = Gauge(
     "recovery_fragment_sets_in_progress",
     "Fragmented messages whose fragments have not all arrived yet.", registry=REGISTRY)
@@ -55,16 +43,47 @@ LAG_COLLECTION_SECONDS = Gauge("recovery_lag_collection_duration_seconds",
 LAG_COLLECTION_ERRORS = Counter("recovery_lag_collection_errors",
                                 "Lag snapshots that failed.", registry=REGISTRY)
 
-# What each counted event type increments (besides recovery_lifecycle_events_total).
-BY_EVENT_TYPE: dict[str, Counter] = {
-    lifecycle.FAILURE_RECEIVED: FAILURE_EVENTS,
-    lifecycle.RETRY_SCHEDULED: RETRIES_SCHEDULED,
-    lifecycle.REDELIVERED: REDELIVERIES,
-    lifecycle.RECOVERY_COMPLETED: RECOVERIES_COMPLETED,
-    lifecycle.DEAD_LETTERED: DEAD_LETTERS,
-    lifecycle.POISONED: POISON,
-    lifecycle.ESCALATED: ESCALATIONS,
+# The counters by event type: name (``_total`` is added on export) and help text. Each is
+# also counted in recovery_lifecycle_events_total{event_type=...}.
+COUNTED: dict[str, tuple[str, str]] = {
+    lifecycle.FAILURE_RECEIVED: ("recovery_failure_events", "Failure events received."),
+    lifecycle.RETRY_SCHEDULED: ("recovery_retries_scheduled", "Retries scheduled."),
+    lifecycle.REDELIVERED: ("recovery_redeliveries", "Records redelivered to a consumer."),
+    lifecycle.RECOVERY_COMPLETED: ("recovery_recoveries_completed",
+                                   "Incidents that ended in recovery_completed."),
+    lifecycle.DEAD_LETTERED: ("recovery_dead_letters", "Incidents dead-lettered."),
+    lifecycle.POISONED: ("recovery_poison", "Incidents quarantined in the poison topic."),
+    lifecycle.ESCALATED: ("recovery_escalations", "Incidents and consumers escalated."),
 }
+
+
+class LifecycleCounts(Protocol):
+    """Where the lifecycle-event counts are kept: this process's memory by default, the
+    worker's Faust table (app/lifecycle_counts.py) once the worker installs it."""
+
+    def add(self, event_type: str) -> None: ...
+
+    def totals(self) -> Mapping[str, int]: ...
+
+
+class MemoryCounts:
+    def __init__(self) -> None:
+        self.counts: CounterOf[str] = CounterOf()
+
+    def add(self, event_type: str) -> None:
+        self.counts[event_type] += 1
+
+    def totals(self) -> Mapping[str, int]:
+        return self.counts
+
+
+_counts: LifecycleCounts = MemoryCounts()
+
+
+def use_counts(counts: LifecycleCounts) -> None:
+    global _counts
+    _counts = counts
+
 
 # The last lifecycle events this worker emitted, newest last, for the web page.
 RECENT_EVENTS: deque[dict[str, Any]] = deque(maxlen=50)
@@ -72,18 +91,35 @@ RECENT_EVENTS: deque[dict[str, Any]] = deque(maxlen=50)
 
 def observe_lifecycle_event(event: dict[str, Any]) -> None:
     """Called for every lifecycle event the worker emits (Pipeline.emit)."""
-    event_type = event["event_type"]
-    LIFECYCLE_EVENTS.labels(event_type).inc()
-    counter = BY_EVENT_TYPE.get(event_type)
-    if counter is not None:
-        counter.inc()
+    _counts.add(event["event_type"])
     RECENT_EVENTS.append({key: event.get(key) for key in (
         "event_type", "incident_id", "occurred_at", "attempt", "outcome")})
 
 
-def total(counter: Counter) -> int:
-    """The current value of an unlabelled counter."""
-    return int(next(s.value for s in counter.collect()[0].samples if s.name.endswith("_total")))
+def total(event_type: str) -> int:
+    """How many lifecycle events of this type were counted."""
+    return int(_counts.totals().get(event_type, 0))
+
+
+class LifecycleMetrics(Collector):
+    """The lifecycle counters, read from the counts at scrape time."""
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        counts = _counts.totals()
+        for event_type, (name, text) in COUNTED.items():
+            yield CounterMetricFamily(name, text, value=counts.get(event_type, 0))
+        by_type = CounterMetricFamily("recovery_lifecycle_events",
+                                      "Lifecycle events emitted, by type.",
+                                      labels=["event_type"])
+        for event_type, n in sorted(counts.items()):
+            by_type.add_metric([event_type], n)
+        yield by_type
+
+
+REGISTRY.register(LifecycleMetrics())
 
 
 def set_fragment_sets_in_progress(count: int) -> None:

@@ -21,6 +21,7 @@ from app.dead_letters import scan_dead_letters
 from app.kafka_config import admin_config
 from app.kafka_security import faust_credentials, security_of
 from app.lag.monitor import LagMonitor
+from app.lifecycle_counts import TableCounts
 from app.policy import Policies, load_policies
 from app.redaction import install as install_redaction
 from app.scenario_events import reported_event
@@ -413,6 +414,18 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     incidents = app.Table("incidents", default=None, schema=json_values)
+    # Lifecycle-event counts for the metrics, by the input partition that caused them
+    # (app/lifecycle_counts.py); only the agents below write them, once per record.
+    table_partitions = specs["recovery.failures"].partitions
+    copartitioned = {settings.topic(name) for name, spec in specs.items()
+                     if spec.partitions == table_partitions}
+    counted_topics = {settings.topic("recovery.failures"), pipeline.commands_name,
+                      settings.topic("recovery.heartbeats"), *pipeline.tiers.values()}
+    counts = TableCounts(
+        app.Table("lifecycle-counts", default=None, schema=json_values),
+        counted_topics & copartitioned,
+        owned=lambda: {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()})
+    metrics.use_counts(counts)
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     incident_inputs = app.topic(settings.topic("recovery.failures"), pipeline.commands_name,
                                 allow_empty=True, **RAW)
@@ -426,14 +439,16 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
                 await pipeline.on_command(record, incidents)
             else:
                 await pipeline.on_failure(record, incidents)
+            counts.flush()
 
     for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
-        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health)
+        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts)
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await pipeline.on_heartbeat(message_record(event.message), consumer_health)
+            counts.flush()
 
     @app.timer(settings.health_check_interval_ms / 1000, on_leader=True)
     async def health_checks() -> None:
@@ -461,11 +476,12 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
 
 def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
-                        consumer_health: Any) -> None:
+                        consumer_health: Any, counts: TableCounts) -> None:
     topic = app.topic(topic_name, allow_empty=True, **RAW)
 
     async def tier_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
             await pipeline.on_retry(tier_ms, message_record(event.message), consumer_health)
+            counts.flush()
 
     app.agent(topic, name=f"retry-{tier_ms}ms")(tier_agent)

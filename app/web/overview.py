@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app import metrics
+from app import lifecycle, metrics
 from app.lag.tracker import LagView
 
 
@@ -21,12 +21,12 @@ def overview(view: LagView | None, history: Mapping[str, Iterable[tuple[int, int
         "dlq_topic": dlq_topic,
         "poison_topic": poison_topic,
         "counters": {
-            "failure_events": metrics.total(metrics.FAILURE_EVENTS),
-            "retries_scheduled": metrics.total(metrics.RETRIES_SCHEDULED),
-            "recoveries_completed": metrics.total(metrics.RECOVERIES_COMPLETED),
-            "dead_lettered": metrics.total(metrics.DEAD_LETTERS),
-            "poisoned": metrics.total(metrics.POISON),
-            "escalations": metrics.total(metrics.ESCALATIONS),
+            "failure_events": metrics.total(lifecycle.FAILURE_RECEIVED),
+            "retries_scheduled": metrics.total(lifecycle.RETRY_SCHEDULED),
+            "recoveries_completed": metrics.total(lifecycle.RECOVERY_COMPLETED),
+            "dead_lettered": metrics.total(lifecycle.DEAD_LETTERED),
+            "poisoned": metrics.total(lifecycle.POISONED),
+            "escalations": metrics.total(lifecycle.ESCALATED),
         },
         "groups": [{
             "group": g.group,

@@ -40,11 +40,15 @@ def test_lag_gauges_come_from_the_view():
 
 
 def test_lifecycle_events_count_by_type_and_outcome():
-    before = metrics.total(metrics.ESCALATIONS), metrics.total(metrics.RETRIES_SCHEDULED)
+    before = metrics.total(lifecycle.ESCALATED), metrics.total(lifecycle.RETRY_SCHEDULED)
     for event_type in (lifecycle.ESCALATED, lifecycle.RETRY_SCHEDULED, lifecycle.RETRY_SCHEDULED):
         metrics.observe_lifecycle_event(lifecycle.lifecycle_event(event_type, "inc-1"))
-    assert metrics.total(metrics.ESCALATIONS) == before[0] + 1
-    assert metrics.total(metrics.RETRIES_SCHEDULED) == before[1] + 2
+    assert metrics.total(lifecycle.ESCALATED) == before[0] + 1
+    assert metrics.total(lifecycle.RETRY_SCHEDULED) == before[1] + 2
+    text = metrics.render().decode()
+    assert f"recovery_escalations_total {before[0] + 1}.0" in text
+    assert ('recovery_lifecycle_events_total{event_type="recovery/retry_scheduled"} '
+            f"{before[1] + 2}.0") in text
     assert metrics.RECENT_EVENTS[-1]["event_type"] == lifecycle.RETRY_SCHEDULED
     metrics.set_fragment_sets_in_progress(3)
     assert "recovery_fragment_sets_in_progress 3.0" in metrics.render().decode()
@@ -65,7 +69,7 @@ def test_names_follow_prometheus_conventions():
 def test_grafana_dashboard_asks_only_for_exported_metrics():
     view = lagging_view()
     metrics.register_lag(lambda: view)
-    for event_type in metrics.BY_EVENT_TYPE:
+    for event_type in metrics.COUNTED:
         metrics.observe_lifecycle_event(lifecycle.lifecycle_event(event_type, "x"))
     names = {s.name for f in text_string_to_metric_families(metrics.render().decode())
              for s in f.samples}

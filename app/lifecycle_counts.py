@@ -1,0 +1,103 @@
+"""How many lifecycle events of each type the worker emitted, kept in a Faust table so that
+the metrics counters survive a restart and follow their partitions to another worker.
+
+A count belongs to the input partition whose record the agent was handling when it emitted
+the event: the table's key is that topic and partition, and Faust writes its changelog to the
+same partition number, so exactly one worker (the partition's owner) writes each key and the
+worker that takes the partition over restores it. Emitting adds to a pending tally; the agent
+writes the tally once per input record (``flush``), which costs one table write per record
+instead of one per lifecycle event.
+
+Events emitted outside such a record (a timer, or an agent of a topic not co-partitioned
+with the table, such as the single-partition scenario topics) are counted in this process
+only, and start again from zero after a restart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import faust
+from faust.exceptions import PartitionsMismatch
+
+Source = tuple[str, int]
+
+
+def source_key(topic: str, partition: int) -> str:
+    return f"{topic}|{partition}"
+
+
+def source_of(key: str) -> Source | None:
+    topic, sep, partition = key.rpartition("|")
+    if not sep or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+def merged(stored: Mapping[str, int] | None, pending: Mapping[str, int]) -> dict[str, int]:
+    """A stored tally with pending counts added."""
+    out = dict(stored or {})
+    for event_type, n in pending.items():
+        out[event_type] = out.get(event_type, 0) + n
+    return out
+
+
+def totals(rows: Iterable[tuple[str, Mapping[str, int] | None]], owned: set[Source],
+           *extra: Mapping[str, int]) -> Counter[str]:
+    """Counts by event type over the stored tallies of the partitions this worker owns (the
+    table may also hold standby copies of other workers' partitions), plus ``extra``."""
+    out: Counter[str] = Counter()
+    for key, tally in rows:
+        source = source_of(key)
+        if source is not None and source in owned and tally:
+            out.update(tally)
+    for more in extra:
+        out.update(more)
+    return out
+
+
+class TableCounts:
+    """Lifecycle-event counts in a Faust table (see the module's docstring)."""
+
+    def __init__(self, table: Any, copartitioned: set[str],
+                 owned: Callable[[], set[Source]]):
+        self.table = table
+        self.copartitioned = copartitioned
+        self.owned = owned
+        self.pending: dict[Source, Counter[str]] = {}
+        self.local: Counter[str] = Counter()
+
+    def _current_source(self) -> Source | None:
+        event = faust.current_event()
+        if event is None or event.message.topic not in self.copartitioned:
+            return None
+        return event.message.topic, event.message.partition
+
+    def add(self, event_type: str) -> None:
+        source = self._current_source()
+        if source is None:
+            self.local[event_type] += 1
+        else:
+            self.pending.setdefault(source, Counter())[event_type] += 1
+
+    def flush(self) -> None:
+        """Writes the pending tally of the record being handled; agents call it after each
+        record."""
+        source = self._current_source()
+        if source is None or source not in self.pending:
+            return
+        pending = self.pending.pop(source)
+        key = source_key(*source)
+        try:
+            self.table[key] = merged(self.table.get(key), pending)
+        except PartitionsMismatch:
+            # The topic's partitions in the cluster differ from topics/: count here only.
+            self.copartitioned.discard(source[0])
+            self.local.update(pending)
+
+    def totals(self) -> Counter[str]:
+        owned = self.owned()
+        pending = [tally for source, tally in self.pending.items() if source in owned]
+        return totals(list(self.table.items()), owned, self.local, *pending)
