@@ -421,11 +421,28 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
                      if spec.partitions == table_partitions}
     counted_topics = {settings.topic("recovery.failures"), pipeline.commands_name,
                       settings.topic("recovery.heartbeats"), *pipeline.tiers.values()}
+    counts_table = app.Table("lifecycle-counts", default=None, schema=json_values)
+
+    async def send_counts(partition: int, key: str, tally: dict[str, int]) -> None:
+        sent = await counts_table.changelog_topic.send(
+            key=key, value=tally, partition=partition,
+            key_serializer=counts_table.key_serializer,
+            value_serializer=counts_table.value_serializer)
+        await sent
+
     counts = TableCounts(
-        app.Table("lifecycle-counts", default=None, schema=json_values),
-        counted_topics & copartitioned,
-        owned=lambda: {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()})
+        counts_table, counted_topics & copartitioned,
+        owned=lambda: {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()},
+        send_changelog=send_counts)
     metrics.use_counts(counts)
+
+    @app.on_partitions_revoked.connect
+    async def write_revoked_counts(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        await counts.write_pending({(tp.topic, tp.partition) for tp in revoked})
+
+    @app.on_before_shutdown.connect
+    async def write_counts_at_shutdown(app: faust.App, **_: Any) -> None:
+        await counts.write_pending()
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     incident_inputs = app.topic(settings.topic("recovery.failures"), pipeline.commands_name,
                                 allow_empty=True, **RAW)
