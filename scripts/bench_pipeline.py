@@ -190,7 +190,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def stop_broker() -> None:
+    subprocess.run([sys.executable, str(REPO / "scripts" / "kafka"), "stop", "--port", "29092"],
+                   capture_output=True, timeout=120)
+
+
 def main() -> int:
+    started = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    try:
+        return bench()
+    finally:
+        if started:  # a broker this run started does not outlive it
+            stop_broker()
+
+
+def bench() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--retry-rate", type=int, default=200)
