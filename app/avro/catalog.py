@@ -129,7 +129,7 @@ class SchemaCatalog:
                     )
                 if entry["fingerprint"] != fingerprint(schema):
                     raise CatalogError(f"{name} v{number} differs from its locked fingerprint")
-                parsed = parse_schema(schema, _write_hint=False)
+                parsed = parse_schema(schema)
                 loaded.append(SchemaVersion(name, number, entry["id"], schema, parsed))
             subjects[name] = Subject(name, modes[name], loaded)
         return cls(subjects)
