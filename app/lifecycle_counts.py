@@ -21,6 +21,7 @@ only, and start again from zero after a restart.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -29,6 +30,7 @@ from typing import Any
 import faust
 from faust.exceptions import PartitionsMismatch
 
+log = logging.getLogger(__name__)
 Source = tuple[str, int]
 
 
@@ -127,11 +129,16 @@ class TableCounts:
             pending = self.pending.pop(source, None)
             written = self.written.pop(source, None)
             self.flushed_at.pop(source, None)
-            if pending:
-                # A source has pending counts only after a record of it was flushed once,
-                # so its last written tally is known.
+            if not pending:
+                continue
+            # A source has pending counts only after a record of it was flushed once, so its
+            # last written tally is known.
+            try:
                 await self.send_changelog(source[1], source_key(*source),
                                           merged(written, pending))
+            except Exception as exc:  # a rebalance or shutdown must not fail over a count
+                log.warning("lifecycle counts of %s[%d] not saved (%s): %s", source[0],
+                            source[1], type(exc).__name__, exc)
 
     def totals(self) -> Counter[str]:
         owned = self.owned()

@@ -428,7 +428,8 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
             key=key, value=tally, partition=partition,
             key_serializer=counts_table.key_serializer,
             value_serializer=counts_table.value_serializer)
-        await sent
+        # Bounded: a rebalance or shutdown waits for this, and frozen brokers never answer.
+        await asyncio.wait_for(sent, timeout=10)
 
     counts = TableCounts(
         counts_table, counted_topics & copartitioned,

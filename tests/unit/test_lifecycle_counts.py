@@ -116,3 +116,22 @@ def test_pending_tallies_go_to_the_changelog_when_partitions_are_taken_away(curr
     asyncio.run(counts.write_pending())  # the worker stops: the rest goes too
     assert changelog.sent[-1] == (0, "f|0", {"received": 2})
     assert counts.pending == {}
+
+
+def test_a_failed_changelog_send_is_logged_and_the_rest_still_go(current, caplog):
+    sent: list[str] = []
+
+    async def flaky(partition: int, key: str, value: dict[str, int]) -> None:
+        if partition == 0:
+            raise TimeoutError("brokers frozen")
+        sent.append(key)
+
+    counts = lc.TableCounts({}, {"f"}, owned=lambda: {("f", 0), ("f", 1)},
+                            send_changelog=flaky, flush_interval_s=60)
+    for partition in (0, 0, 1, 1):
+        current["event"] = FakeEvent("f", partition)
+        counts.add("received")
+        counts.flush()
+    asyncio.run(counts.write_pending())
+    assert sent == ["f|1"]
+    assert "lifecycle counts of f[0] not saved" in caplog.text
