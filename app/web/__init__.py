@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from app import metrics
+from app import metrics, task_dump
 from app.lag.monitor import LagMonitor
 from app.web.overview import overview
 from app.web.page import render
@@ -36,6 +36,11 @@ def install(app: faust.App, monitor: LagMonitor) -> None:
     @app.page("/static/lag-chart.js", name="recovery-lag-chart")
     async def lag_chart(self: Any, request: Any) -> Any:
         return self.text(chart_js, content_type="application/javascript")
+
+    @app.page("/debug/consumer-tasks", name="recovery-consumer-tasks")
+    async def consumer_tasks(self: Any, request: Any) -> Any:
+        # Where a worker that joined its group and did nothing is stuck (app/task_dump.py).
+        return self.text(task_dump.consumer_tasks_text(app))
 
     @app.page("/metrics", name="recovery-metrics")
     async def prometheus(self: Any, request: Any) -> Any:
