@@ -58,6 +58,11 @@ def worker(loglevel: str | None) -> None:
     # the level is WARN or above: every library's debug line is then built and dropped, which
     # cost a third of the worker's time. No spinner, and the level given is the level used.
     worker.spinner = None
+    # Before the group join: a changelog the group leader cannot see yet left the worker in
+    # its group with no assignment (app/changelogs.py).
+    from app.changelogs import ensure_changelogs
+
+    ensure_changelogs(app, settings)
     worker.execute_from_commandline()
 
 
