@@ -10,14 +10,13 @@ without an assignment, doing nothing (seen under SASL_SSL: docs/exactly-once.md)
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
 from app.kafka_config import admin_config
 from app.settings import Settings
-from app.topics import TopicSpec, apply_topics
+from app.topics import TopicSpec, apply_topics, wait_for_leaders
 
 
 def cleanup_policy(table: Any) -> str:
@@ -41,17 +40,4 @@ def ensure_changelogs(app: Any, settings: Settings, timeout: float = 60.0) -> No
     specs = changelog_specs(app)
     admin = AdminClient(admin_config(settings))
     apply_topics(admin, specs)
-    deadline = time.monotonic() + timeout
-    waiting = {spec.name for spec in specs}
-    while waiting:
-        topics = admin.list_topics(timeout=10).topics
-        waiting = {name for name in waiting
-                   if name not in topics or topics[name].error is not None
-                   or not topics[name].partitions
-                   or any(p.leader < 0 for p in topics[name].partitions.values())}
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"changelog topics without a leader after {timeout:.0f} s: "
-                               f"{sorted(waiting)}")
-        time.sleep(0.2)
+    wait_for_leaders(admin, [spec.name for spec in specs], timeout)

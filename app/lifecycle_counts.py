@@ -21,6 +21,7 @@ only, and start again from zero after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -29,6 +30,8 @@ from typing import Any
 
 import faust
 from faust.exceptions import PartitionsMismatch
+
+from app import metrics
 
 log = logging.getLogger(__name__)
 Source = tuple[str, int]
@@ -144,3 +147,32 @@ class TableCounts:
         owned = self.owned()
         pending = [tally for source, tally in self.pending.items() if source in owned]
         return totals(list(self.table.items()), owned, self.local, *pending)
+
+
+def install(app: faust.App, table: Any, copartitioned: set[str]) -> TableCounts:
+    """Counts into ``table`` for records of the ``copartitioned`` topics, reported by the
+    metrics; pending tallies go to the changelog when partitions are revoked or the worker
+    stops."""
+
+    async def send_changelog(partition: int, key: str, tally: dict[str, int]) -> None:
+        sent = await table.changelog_topic.send(
+            key=key, value=tally, partition=partition,
+            key_serializer=table.key_serializer, value_serializer=table.value_serializer)
+        # Bounded: a rebalance or shutdown waits for this, and frozen brokers never answer.
+        await asyncio.wait_for(sent, timeout=10)
+
+    counts = TableCounts(
+        table, copartitioned,
+        owned=lambda: {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()},
+        send_changelog=send_changelog)
+    metrics.use_counts(counts)
+
+    @app.on_partitions_revoked.connect
+    async def write_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        await counts.write_pending({(tp.topic, tp.partition) for tp in revoked})
+
+    @app.on_before_shutdown.connect
+    async def write_at_shutdown(app: faust.App, **_: Any) -> None:
+        await counts.write_pending()
+
+    return counts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -175,3 +176,22 @@ def apply_topics(
             for future in admin.incremental_alter_configs(to_alter).values():
                 future.result()
     return report
+
+
+def wait_for_leaders(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Returns once every partition of every named topic has a leader: a consumer that
+    subscribes (or a group leader that assigns) earlier does not see the topic yet."""
+    waiting = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        waiting = {name for name in waiting
+                   if name not in topics or topics[name].error is not None
+                   or not topics[name].partitions
+                   or any(p.leader < 0 for p in topics[name].partitions.values())}
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no leader for every partition after {timeout:.0f} s: "
+                               f"{', '.join(sorted(waiting))}")
+        time.sleep(0.2)

@@ -13,7 +13,17 @@ import orjson
 
 from app import decisions as d
 from app import headers as h
-from app import health, intake, lifecycle, metrics, retry_tiers, routing, strategies, web
+from app import (
+    health,
+    intake,
+    lifecycle,
+    lifecycle_counts,
+    metrics,
+    retry_tiers,
+    routing,
+    strategies,
+    web,
+)
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
@@ -21,7 +31,6 @@ from app.dead_letters import scan_dead_letters
 from app.kafka_config import admin_config
 from app.kafka_security import faust_credentials, security_of
 from app.lag.monitor import LagMonitor
-from app.lifecycle_counts import TableCounts
 from app.policy import Policies, load_policies
 from app.redaction import install as install_redaction
 from app.scenario_events import reported_event
@@ -415,35 +424,15 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     incidents = app.Table("incidents", default=None, schema=json_values)
     # Lifecycle-event counts for the metrics, by the input partition that caused them
-    # (app/lifecycle_counts.py); only the agents below write them, once per record.
+    # (app/lifecycle_counts.py); only the agents below write them, after each record.
     table_partitions = specs["recovery.failures"].partitions
     copartitioned = {settings.topic(name) for name, spec in specs.items()
                      if spec.partitions == table_partitions}
     counted_topics = {settings.topic("recovery.failures"), pipeline.commands_name,
                       settings.topic("recovery.heartbeats"), *pipeline.tiers.values()}
-    counts_table = app.Table("lifecycle-counts", default=None, schema=json_values)
-
-    async def send_counts(partition: int, key: str, tally: dict[str, int]) -> None:
-        sent = await counts_table.changelog_topic.send(
-            key=key, value=tally, partition=partition,
-            key_serializer=counts_table.key_serializer,
-            value_serializer=counts_table.value_serializer)
-        # Bounded: a rebalance or shutdown waits for this, and frozen brokers never answer.
-        await asyncio.wait_for(sent, timeout=10)
-
-    counts = TableCounts(
-        counts_table, counted_topics & copartitioned,
-        owned=lambda: {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()},
-        send_changelog=send_counts)
-    metrics.use_counts(counts)
-
-    @app.on_partitions_revoked.connect
-    async def write_revoked_counts(app: faust.App, revoked: set[Any], **_: Any) -> None:
-        await counts.write_pending({(tp.topic, tp.partition) for tp in revoked})
-
-    @app.on_before_shutdown.connect
-    async def write_counts_at_shutdown(app: faust.App, **_: Any) -> None:
-        await counts.write_pending()
+    counts = lifecycle_counts.install(
+        app, app.Table("lifecycle-counts", default=None, schema=json_values),
+        counted_topics & copartitioned)
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     incident_inputs = app.topic(settings.topic("recovery.failures"), pipeline.commands_name,
                                 allow_empty=True, **RAW)
@@ -494,7 +483,7 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
 
 def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
-                        consumer_health: Any, counts: TableCounts) -> None:
+                        consumer_health: Any, counts: lifecycle_counts.TableCounts) -> None:
     topic = app.topic(topic_name, allow_empty=True, **RAW)
 
     async def tier_agent(stream: faust.StreamT) -> None:

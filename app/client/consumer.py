@@ -18,6 +18,7 @@ from app import kafka_config
 from app.client import control as ctl
 from app.client.reporter import FailureReporter
 from app.settings import Settings, get_settings
+from app.topics import wait_for_leaders
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], None]
@@ -48,16 +49,7 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, *,
             except Exception as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
-    deadline = time.monotonic() + timeout
-    while True:
-        found = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if found is not None and found.error is None and found.partitions and all(
-                p.leader >= 0 for p in found.partitions.values()):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topic {topic} has no leader for every partition after "
-                               f"{timeout:.0f} s")
-        time.sleep(0.2)
+    wait_for_leaders(admin, [topic], timeout)
 
 
 class SeenReplays:
