@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -204,6 +205,7 @@ class Worker:
         self.log_dir = log_dir
         self.proc: subprocess.Popen | None = None
         self.incarnation = 0
+        self.web_port = 0
 
     @property
     def log_path(self) -> Path:
@@ -214,6 +216,7 @@ class Worker:
         env = dict(self.env)
         if env.get("RECOVERY_WEB_PORT") == "0":
             env["RECOVERY_WEB_PORT"] = str(free_port())
+        self.web_port = int(env["RECOVERY_WEB_PORT"])
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=env,
                                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
@@ -241,6 +244,26 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def debug_snapshot(self, label: str) -> dict[str, Any]:
+        """The worker's /debug/consumer-state and /debug/consumer-tasks, saved next to its
+        log: why a worker that is alive processes nothing."""
+        state: dict[str, Any] = {}
+        for page in ("consumer-state", "consumer-tasks"):
+            url = f"http://127.0.0.1:{self.web_port}/debug/{page}"
+            try:
+                with urllib.request.urlopen(url, timeout=15) as answer:
+                    body = answer.read().decode(errors="replace")
+            except OSError as exc:
+                body = f"{url}: {exc}"
+            (self.log_dir / f"worker-{self.slot}.{self.incarnation}.{label}.{page}.txt") \
+                .write_text(body)
+            if page == "consumer-state":
+                try:
+                    state = json.loads(body)
+                except ValueError:
+                    state = {"error": body[:300]}
+        return state
 
     def problems(self) -> collections.Counter:
         """Tracebacks and ERROR lines in every incarnation's log, counted by their text with
@@ -438,6 +461,7 @@ class Run:
         self.workers: list[Worker] = []
         self.faults = plan(config, self.rng)
         self.next_target = config.events
+        self.stall_states: dict[str, Any] = {}
         self.notes: list[str] = []
         self.unexpected_exits: list[str] = []
 
@@ -640,6 +664,8 @@ class Run:
         # nothing moves for a while.
         self.next_target = self.config.events
         last, last_change = -1, time.monotonic()
+        snapshot_after = min(30.0, self.config.stall_timeout / 2)
+        snapshot_taken = False
         while True:
             self.watch_workers()
             with self.outcomes.lock:
@@ -650,6 +676,12 @@ class Run:
                 break
             if done != last:
                 last, last_change = done, time.monotonic()
+            elif not snapshot_taken and time.monotonic() - last_change > snapshot_after:
+                snapshot_taken = True
+                say(f"no new outcome for {snapshot_after:.0f}s with {len(acked) - done} events "
+                    "open: saving each worker's /debug/consumer-state and consumer-tasks")
+                self.stall_states = {f"worker-{w.slot}.{w.incarnation}": w.debug_snapshot("stall")
+                                     for w in self.workers if w.alive()}
             elif time.monotonic() - last_change > self.config.stall_timeout:
                 self.notes.append(f"no new outcome for {self.config.stall_timeout:.0f}s with "
                                   f"{len(acked) - done} events still open and "
@@ -707,6 +739,7 @@ class Run:
             "worker_log_problems": [f"{n} x {text}" for text, n in sum(
                 (w.problems() for w in self.workers), collections.Counter()).most_common(20)],
             "notes": self.notes,
+            "stall_states": self.stall_states,
             "finished_s": finished,
         }
         if lost:

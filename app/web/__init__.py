@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from app import metrics, task_dump
+from app import consumer_state, metrics, task_dump
 from app.lag.monitor import LagMonitor
 from app.web.overview import overview
 from app.web.page import render
@@ -41,6 +41,11 @@ def install(app: faust.App, monitor: LagMonitor) -> None:
     async def consumer_tasks(self: Any, request: Any) -> Any:
         # Where a worker that joined its group and did nothing is stuck (app/task_dump.py).
         return self.text(task_dump.consumer_tasks_text(app))
+
+    @app.page("/debug/consumer-state", name="recovery-consumer-state")
+    async def consumer_state_page(self: Any, request: Any) -> Any:
+        # Why a worker that fetches processes nothing (app/consumer_state.py).
+        return self.json(consumer_state.consumer_state(app))
 
     @app.page("/metrics", name="recovery-metrics")
     async def prometheus(self: Any, request: Any) -> Any:

@@ -38,10 +38,14 @@ def test_one_fault_of_each_kind_loses_and_duplicates_nothing(tmp_path: Path):
     assert result_file.exists(), run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(result_file.read_text())
     story = run.stdout[-3000:]
+    # Pytest shortens a long assertion message from the middle: the clues come first.
+    clues = (f"lost at {result.get('lost_positions')}; notes {result['notes']}; "
+             f"worker log {result['worker_log_problems'][:5]}; "
+             f"consumer state at the stall {json.dumps(result.get('stall_states'))}\n{story}")
     assert [f["kind"] for f in result["faults"]] == ["worker_kill", "broker_kill", "freeze"]
     assert result["faults_done"] == 3, story
     assert result["produced"] == result["acknowledged"] == 3000, story
-    assert result["lost"] == 0, (result["lost_sample"], result.get("lost_positions"), story)
+    assert result["lost"] == 0, clues
     assert result["duplicated"] == 0, (result["duplicated_sample"], story)
     assert result["moved_missing"] == {"recovery.dlq": 0, "recovery.poison": 0}
     # (c): events produced after the thaw were done by the very same worker process.
