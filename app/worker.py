@@ -19,6 +19,7 @@ from app import (
     lifecycle,
     lifecycle_counts,
     metrics,
+    offset_gaps,
     retry_tiers,
     routing,
     strategies,
@@ -28,7 +29,7 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
 from app.classification import Classification, classify
 from app.dead_letters import scan_dead_letters
-from app.kafka_config import admin_config
+from app.kafka_config import admin_config, consumer_config
 from app.kafka_security import faust_credentials, security_of
 from app.lag.monitor import LagMonitor
 from app.policy import Policies, load_policies
@@ -438,18 +439,29 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
                                 allow_empty=True, **RAW)
     heartbeats = app.topic(settings.topic("recovery.heartbeats"), allow_empty=True, **RAW)
 
+    # Input records Faust let pass without handing them over are read again (app/offset_gaps);
+    # the group is the worker's own, for its committed offsets (the readers never commit).
+    gap_reader_config = consumer_config(settings, settings.app_id)
+
+    def generation() -> int:
+        return app.consumer_generation_id
+
+    async def on_incident_input(record: intake.RawRecord) -> None:
+        if record.topic == pipeline.commands_name:
+            await pipeline.on_command(record, incidents)
+        else:
+            await pipeline.on_failure(record, incidents)
+
     @app.agent(incident_inputs, name="incidents")
     async def incident_agent(stream: faust.StreamT) -> None:
+        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation)
         async for event in stream.events():
-            record = message_record(event.message)
-            if record.topic == pipeline.commands_name:
-                await pipeline.on_command(record, incidents)
-            else:
-                await pipeline.on_failure(record, incidents)
+            await skipped.handle(message_record(event.message), on_incident_input)
             counts.flush()
 
     for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
-        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts)
+        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
+                            offset_gaps.SkippedRecords(gap_reader_config, generation))
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:
@@ -483,12 +495,16 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
 
 def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
-                        consumer_health: Any, counts: lifecycle_counts.TableCounts) -> None:
+                        consumer_health: Any, counts: lifecycle_counts.TableCounts,
+                        skipped: offset_gaps.SkippedRecords) -> None:
     topic = app.topic(topic_name, allow_empty=True, **RAW)
+
+    async def on_retry(record: intake.RawRecord) -> None:
+        await pipeline.on_retry(tier_ms, record, consumer_health)
 
     async def tier_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await pipeline.on_retry(tier_ms, message_record(event.message), consumer_health)
+            await skipped.handle(message_record(event.message), on_retry)
             counts.flush()
 
     app.agent(topic, name=f"retry-{tier_ms}ms")(tier_agent)

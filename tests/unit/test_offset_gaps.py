@@ -1,0 +1,106 @@
+"""Skipped input records (app/offset_gaps.py): the offset tracker that notices them, and
+the handler that hands them over before the record that revealed them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app import offset_gaps
+from app.intake import RawRecord
+from app.offset_gaps import OffsetTracker, SkippedRecords
+
+
+def test_consecutive_offsets_are_no_gap():
+    tracker = OffsetTracker()
+    assert [tracker.skipped_before("in", 0, o, None) for o in (5, 6, 7)] == [None] * 3
+
+
+def test_a_jump_names_the_offsets_between():
+    tracker = OffsetTracker()
+    tracker.skipped_before("in", 0, 193, None)
+    assert tracker.skipped_before("in", 0, 215, None) == (194, 215)
+    assert tracker.skipped_before("in", 0, 216, None) is None
+
+
+def test_partitions_are_tracked_apart():
+    tracker = OffsetTracker()
+    tracker.skipped_before("in", 0, 10, None)
+    tracker.skipped_before("in", 1, 50, None)
+    assert tracker.skipped_before("in", 0, 11, None) is None
+    assert tracker.skipped_before("in", 1, 53, None) == (51, 53)
+
+
+def test_the_first_record_is_compared_with_the_committed_offset():
+    tracker = OffsetTracker()
+    assert tracker.skipped_before("in", 0, 72, 67) == (67, 72)
+    assert OffsetTracker().skipped_before("in", 0, 67, 67) is None
+    assert OffsetTracker().skipped_before("in", 0, 72, None) is None  # nothing known
+
+
+def test_a_repeat_after_a_seek_back_is_no_gap_and_keeps_the_expectation():
+    tracker = OffsetTracker()
+    for offset in range(100, 110):
+        tracker.skipped_before("in", 0, offset, None)
+    assert tracker.skipped_before("in", 0, 95, None) is None  # Faust sought back
+    assert tracker.skipped_before("in", 0, 96, None) is None
+    assert tracker.skipped_before("in", 0, 110, None) is None
+    assert tracker.skipped_before("in", 0, 112, None) == (111, 112)
+
+
+def record(offset: int) -> RawRecord:
+    return RawRecord("in", 0, offset, None, b"k", f"v{offset}".encode(), [])
+
+
+def test_skipped_records_are_handled_first_in_offset_order(monkeypatch):
+    reads = []
+
+    def fake_read(config, topic, partition, start, end, timeout_s=30.0):
+        reads.append((topic, partition, start, end))
+        return [record(o) for o in range(start, end)]
+
+    monkeypatch.setattr(offset_gaps, "read_range", fake_read)
+    skipped = SkippedRecords({}, lambda: 1)
+    monkeypatch.setattr(skipped, "committed", lambda topic, partition: None)
+    handled: list[int] = []
+
+    async def handler(r: RawRecord) -> None:
+        handled.append(r.offset)
+
+    async def feed() -> None:
+        for offset in (1, 2, 6, 7):
+            await skipped.handle(record(offset), handler)
+
+    asyncio.run(feed())
+    assert handled == [1, 2, 3, 4, 5, 6, 7]
+    assert reads == [("in", 0, 3, 6)]
+    assert skipped.recovered == 3
+
+
+def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
+    reads = []
+
+    def fake_read(config, topic, partition, start, end, timeout_s=30.0):
+        reads.append((start, end))
+        return [record(o) for o in range(start, end)]
+
+    monkeypatch.setattr(offset_gaps, "read_range", fake_read)
+    generation = [1]
+    skipped = SkippedRecords({}, lambda: generation[0])
+    committed = {1: None, 2: 40}
+    monkeypatch.setattr(skipped, "committed", lambda topic, partition: committed[generation[0]])
+    handled: list[int] = []
+
+    async def handler(r: RawRecord) -> None:
+        handled.append(r.offset)
+
+    async def feed() -> None:
+        for offset in (10, 11):
+            await skipped.handle(record(offset), handler)
+        generation[0] = 2  # the partition was away; another worker went on to 40
+        for offset in (42, 43):
+            await skipped.handle(record(offset), handler)
+
+    asyncio.run(feed())
+    # Not 12-41 (those were the other worker's), only what lies past the committed offset.
+    assert reads == [(40, 42)]
+    assert handled == [10, 11, 40, 41, 42, 43]
