@@ -86,9 +86,13 @@ class SkippedRecords:
     been processed elsewhere meanwhile); the first record of a partition in a generation is
     compared with the group's committed offset, asked of Kafka then."""
 
-    def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], Any]):
+    def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], Any],
+                 mark_done: Callable[[str, int, int, int], Awaitable[None]] | None = None):
         self.config = consumer_config
         self.generation = generation
+        # Tells the consumer that offsets [start, end) are handled: the skipped records
+        # were never acknowledged, and without this the commit would stay behind them.
+        self.mark_done = mark_done
         self.seen_generation: Any = None
         self.tracker = OffsetTracker()
         self.recovered = 0
@@ -128,4 +132,6 @@ class SkippedRecords:
                 self.recovered += len(missed)
             for earlier in missed:
                 await handler(earlier)
+            if self.mark_done is not None:
+                await self.mark_done(record.topic, record.partition, start, end)
         await handler(record)

@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.types import TP
 
 from app import decisions as d
 from app import headers as h
@@ -446,6 +447,10 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     def generation() -> int:
         return app.consumer_generation_id
 
+    async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
+        # Faust's own record of offsets to count as done (it keeps compaction gaps there).
+        await app.consumer._add_gap(TP(topic, partition), start, end - 1)
+
     async def on_incident_input(record: intake.RawRecord) -> None:
         if record.topic == pipeline.commands_name:
             await pipeline.on_command(record, incidents)
@@ -454,14 +459,14 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
     @app.agent(incident_inputs, name="incidents")
     async def incident_agent(stream: faust.StreamT) -> None:
-        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation)
+        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation, mark_done)
         async for event in stream.events():
             await skipped.handle(message_record(event.message), on_incident_input)
             counts.flush()
 
     for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
         register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
-                            offset_gaps.SkippedRecords(gap_reader_config, generation))
+                            offset_gaps.SkippedRecords(gap_reader_config, generation, mark_done))
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:
