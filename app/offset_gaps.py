@@ -79,21 +79,37 @@ def read_range(config: dict[str, Any], topic: str, partition: int, start: int, e
     return records
 
 
+def kept_expectations(next_offset: dict[tuple[str, int], int], previous_generation: int | None,
+                      generation: int, previous_assignment: set[tuple[str, int]],
+                      assignment: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """The expectations still valid in a new consumer generation: those of partitions this
+    worker held in the generation just before and holds again. In between, with eager
+    rebalancing, no other member can have processed them; any other partition may have
+    moved on elsewhere, so its expectation is dropped."""
+    if previous_generation is None or generation != previous_generation + 1:
+        return {}
+    kept = previous_assignment & assignment
+    return {tp: offset for tp, offset in next_offset.items() if tp in kept}
+
+
 class SkippedRecords:
     """Per agent: finds the records skipped before each one and hands them over first.
 
-    The expectations are forgotten at each new consumer generation (a partition may have
-    been processed elsewhere meanwhile); the first record of a partition in a generation is
-    compared with the group's committed offset, asked of Kafka then."""
+    At a new consumer generation only the expectations of partitions held throughout stay
+    (kept_expectations); the first record of any other partition is compared with the
+    group's committed offset, asked of Kafka then."""
 
-    def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], Any],
+    def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], int],
+                 assignment: Callable[[], set[tuple[str, int]]],
                  mark_done: Callable[[str, int, int, int], Awaitable[None]] | None = None):
         self.config = consumer_config
         self.generation = generation
+        self.assignment = assignment
+        self.seen_assignment: set[tuple[str, int]] = set()
         # Tells the consumer that offsets [start, end) are handled: the skipped records
         # were never acknowledged, and without this the commit would stay behind them.
         self.mark_done = mark_done
-        self.seen_generation: Any = None
+        self.seen_generation: int | None = None
         self.tracker = OffsetTracker()
         self.recovered = 0
         self._offsets_reader: Consumer | None = None
@@ -113,8 +129,11 @@ class SkippedRecords:
                      handler: Callable[[RawRecord], Awaitable[None]]) -> None:
         generation = self.generation()
         if generation != self.seen_generation:
-            self.seen_generation = generation
-            self.tracker = OffsetTracker()
+            assignment = self.assignment()
+            self.tracker = OffsetTracker(kept_expectations(
+                self.tracker.next_offset, self.seen_generation, generation,
+                self.seen_assignment, assignment))
+            self.seen_generation, self.seen_assignment = generation, assignment
         committed = None
         if (record.topic, record.partition) not in self.tracker.next_offset:
             committed = await asyncio.get_running_loop().run_in_executor(

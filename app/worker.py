@@ -447,6 +447,9 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     def generation() -> int:
         return app.consumer_generation_id
 
+    def assignment() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+
     async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
         # Faust's own record of offsets to count as done (it keeps compaction gaps there).
         await app.consumer._add_gap(TP(topic, partition), start, end - 1)
@@ -459,14 +462,16 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
     @app.agent(incident_inputs, name="incidents")
     async def incident_agent(stream: faust.StreamT) -> None:
-        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation, mark_done)
+        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation, assignment,
+                                             mark_done)
         async for event in stream.events():
             await skipped.handle(message_record(event.message), on_incident_input)
             counts.flush()
 
     for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
         register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
-                            offset_gaps.SkippedRecords(gap_reader_config, generation, mark_done))
+                            offset_gaps.SkippedRecords(gap_reader_config, generation,
+                                                       assignment, mark_done))
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:

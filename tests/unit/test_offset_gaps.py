@@ -7,7 +7,7 @@ import asyncio
 
 from app import offset_gaps
 from app.intake import RawRecord
-from app.offset_gaps import OffsetTracker, SkippedRecords
+from app.offset_gaps import OffsetTracker, SkippedRecords, kept_expectations
 
 
 def test_consecutive_offsets_are_no_gap():
@@ -59,9 +59,14 @@ def test_skipped_records_are_handled_first_in_offset_order(monkeypatch):
         return [record(o) for o in range(start, end)]
 
     monkeypatch.setattr(offset_gaps, "read_range", fake_read)
-    skipped = SkippedRecords({}, lambda: 1)
-    monkeypatch.setattr(skipped, "committed", lambda topic, partition: None)
     handled: list[int] = []
+    marked: list[tuple] = []
+
+    async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
+        marked.append((topic, partition, start, end, list(handled)))
+
+    skipped = SkippedRecords({}, lambda: 1, lambda: {("in", 0)}, mark_done)
+    monkeypatch.setattr(skipped, "committed", lambda topic, partition: None)
 
     async def handler(r: RawRecord) -> None:
         handled.append(r.offset)
@@ -74,6 +79,8 @@ def test_skipped_records_are_handled_first_in_offset_order(monkeypatch):
     assert handled == [1, 2, 3, 4, 5, 6, 7]
     assert reads == [("in", 0, 3, 6)]
     assert skipped.recovered == 3
+    # Marked done once handled, before the record that revealed them.
+    assert marked == [("in", 0, 3, 6, [1, 2, 3, 4, 5])]
 
 
 def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
@@ -85,8 +92,9 @@ def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
 
     monkeypatch.setattr(offset_gaps, "read_range", fake_read)
     generation = [1]
-    skipped = SkippedRecords({}, lambda: generation[0])
-    committed = {1: None, 2: 40}
+    held = [{("in", 0)}]
+    skipped = SkippedRecords({}, lambda: generation[0], lambda: held[0])
+    committed = {1: None, 3: 40}
     monkeypatch.setattr(skipped, "committed", lambda topic, partition: committed[generation[0]])
     handled: list[int] = []
 
@@ -96,7 +104,7 @@ def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
     async def feed() -> None:
         for offset in (10, 11):
             await skipped.handle(record(offset), handler)
-        generation[0] = 2  # the partition was away; another worker went on to 40
+        generation[0], held[0] = 3, {("in", 0)}  # away in generation 2: another worker went on
         for offset in (42, 43):
             await skipped.handle(record(offset), handler)
 
@@ -104,3 +112,34 @@ def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
     # Not 12-41 (those were the other worker's), only what lies past the committed offset.
     assert reads == [(40, 42)]
     assert handled == [10, 11, 40, 41, 42, 43]
+
+
+def test_expectations_of_partitions_held_throughout_survive_a_rebalance():
+    expected = {("in", 0): 509, ("in", 1): 300}
+    assert kept_expectations(expected, 4, 5, {("in", 0), ("in", 1)}, {("in", 0)}) == {
+        ("in", 0): 509}
+    # Not held in the generation before (or a generation missed): nothing is kept.
+    assert kept_expectations(expected, 4, 5, {("in", 1)}, {("in", 0)}) == {}
+    assert kept_expectations(expected, 3, 5, {("in", 0)}, {("in", 0)}) == {}
+    assert kept_expectations(expected, None, 1, set(), {("in", 0)}) == {}
+
+
+def test_a_partition_held_throughout_a_rebalance_is_not_read_again(monkeypatch):
+    reads = []
+    monkeypatch.setattr(offset_gaps, "read_range",
+                        lambda *args, **kw: reads.append(args[3:5]) or [])
+    generation = [1]
+    skipped = SkippedRecords({}, lambda: generation[0], lambda: {("in", 0)})
+    monkeypatch.setattr(skipped, "committed", lambda topic, partition: 286)
+
+    async def handler(r: RawRecord) -> None:
+        return None
+
+    async def feed() -> None:
+        for offset in range(286, 509):
+            await skipped.handle(record(offset), handler)
+        generation[0] = 2  # commits lagged at 286; Faust seeks back and drops the repeats
+        await skipped.handle(record(509), handler)
+
+    asyncio.run(feed())
+    assert reads == []
