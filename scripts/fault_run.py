@@ -194,6 +194,8 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+SKIPPED_READ = re.compile(r"never reached the agent; read (\d+) record")
+
 # ---- workers ---------------------------------------------------------------------------------
 
 class Worker:
@@ -264,6 +266,16 @@ class Worker:
                 except ValueError:
                     state = {"error": body[:300]}
         return state
+
+    def skipped_reads(self) -> tuple[int, int]:
+        """How often this worker read input records again that Faust had let pass without
+        handing them over (app/offset_gaps.py), and how many records that was."""
+        repairs = records = 0
+        for path in sorted(self.log_dir.glob(f"worker-{self.slot}.*.log")):
+            for match in SKIPPED_READ.finditer(path.read_text(errors="replace")):
+                repairs += 1
+                records += int(match.group(1))
+        return repairs, records
 
     def problems(self) -> collections.Counter:
         """Tracebacks and ERROR lines in every incarnation's log, counted by their text with
@@ -738,6 +750,8 @@ class Run:
             "unexpected_worker_exits": self.unexpected_exits,
             "worker_log_problems": [f"{n} x {text}" for text, n in sum(
                 (w.problems() for w in self.workers), collections.Counter()).most_common(20)],
+            "skipped_records_read_again": [sum(x) for x in zip(
+                *(w.skipped_reads() for w in self.workers), strict=True)] or [0, 0],
             "notes": self.notes,
             "stall_states": self.stall_states,
             "finished_s": finished,
@@ -896,6 +910,9 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         f"| dead-lettered/poisoned outcomes without their moved record | "
         f"{result['moved_missing']} |",
         f"| moved records repeated (raw, same failure event) | {result['moved_raw_repeats']} |",
+        "| input records Faust let pass, read again by the agents (`app/offset_gaps.py`) | "
+        f"{result.get('skipped_records_read_again', ['?', '?'])[1]} records in "
+        f"{result.get('skipped_records_read_again', ['?', '?'])[0]} runs |",
         f"| worker carried on after the freeze without a restart | "
         f"{'yes' if result['carried_on_after_freeze'] else 'NO'} |",
         f"| workers that exited by themselves | {len(result['unexpected_worker_exits'])} |",
