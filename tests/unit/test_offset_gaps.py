@@ -143,3 +143,16 @@ def test_a_partition_held_throughout_a_rebalance_is_not_read_again(monkeypatch):
 
     asyncio.run(feed())
     assert reads == []
+
+
+def test_faust_still_has_the_gap_record_the_worker_marks_read_again_offsets_in():
+    # app/worker.py marks re-read offsets done with Faust's private Consumer._add_gap
+    # (tp, offset_from, offset_to inclusive); a Faust upgrade that drops or changes it
+    # would leave the commit behind those offsets.
+    import inspect
+
+    from faust.transport.consumer import Consumer
+
+    assert inspect.iscoroutinefunction(Consumer._add_gap)
+    assert list(inspect.signature(Consumer._add_gap).parameters) == [
+        "self", "tp", "offset_from", "offset_to"]
