@@ -36,7 +36,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from app.kafka_config import admin_config, consumer_config, producer_config  # n
 from app.settings import Settings  # noqa: E402
 from tests.integration.test_exactly_once import TERMINAL, failure  # noqa: E402
 from tests.kafka_helpers import locked_codec  # noqa: E402
+from tests.port_reservation import reserved_ports  # noqa: E402
 
 LAUNCHER = REPO / "scripts" / "kafka"
 CODEC = locked_codec()
@@ -140,45 +141,6 @@ def port_holders(port: int) -> list[str]:
         return []
     return [" ".join(line.split()) for line in out.splitlines()
             if f":{port} " in line + " "][:20]
-
-
-RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
-
-
-def port_set(text: str) -> set[int]:
-    ports: set[int] = set()
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        low, _, high = part.partition("-")
-        ports.update(range(int(low), int(high or low) + 1))
-    return ports
-
-
-@contextlib.contextmanager
-def reserved_ports(ports: set[int]) -> Iterator[bool]:
-    """Keep Linux from handing the cluster's ports out as clients' source ports while the run
-    lasts (ip_local_reserved_ports), then put the list back as it was.
-
-    The ports (45000-45999 here) lie in the ephemeral range (32768-60999). While a broker is
-    down, clients reconnecting to its port can be given that very port as their own and
-    connect to themselves (TCP simultaneous open); librdkafka holds such a connection until
-    its 60 s timeout. The restarted broker then cannot bind: in the first runs of this script
-    a broker restart waited 100-125 s for its port, and one restart failed when the port was
-    taken between the launcher's check and Kafka's bind. On a real cluster brokers live on
-    other hosts and this cannot happen. Without root this is skipped (and restarts retry)."""
-    try:
-        before = port_set(RESERVED_PORTS.read_text())
-        RESERVED_PORTS.write_text(",".join(map(str, sorted(before | ports))))
-    except OSError as exc:
-        say(f"could not reserve ports {sorted(ports)} ({exc}); restarts will retry instead")
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        with contextlib.suppress(OSError):
-            now = port_set(RESERVED_PORTS.read_text())
-            # A newline: an empty write would leave the list as it is.
-            RESERVED_PORTS.write_text(",".join(map(str, sorted(now - (ports - before)))) + "\n")
 
 
 def free_port() -> int:
@@ -989,7 +951,10 @@ def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     run = Run(config)
     ports = {config.port + n + base for n in range(3) for base in (0, 100)}
-    with reserved_ports(ports) as reserved:
+    # Clients reconnecting to a dead broker can otherwise get its port as their own and
+    # connect to themselves, so the restarted broker cannot bind (tests/port_reservation.py).
+    with reserved_ports(ports, lambda why: say(f"{why}; restarts will retry instead")) \
+            as reserved:
         try:
             result = run.execute()
         finally:

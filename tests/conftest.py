@@ -15,9 +15,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.port_reservation import reserved_ports
+
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "scripts" / "kafka"
 TEST_BROKER_PORT = int(os.environ.get("RECOVERY_TEST_KAFKA_PORT", "39092"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_broker_ports_reserved() -> Iterator[bool]:
+    """The local test brokers' ports (the session broker and its controller, the TLS test's
+    broker with its controller, TLS and SASL_SSL listeners: TEST_BROKER_PORT + 0..500) are
+    kept out of the source ports the suite's clients are given (tests/port_reservation.py)."""
+    ports = {TEST_BROKER_PORT + offset for offset in range(0, 600, 100)}
+    with reserved_ports(ports) as reserved:
+        yield reserved
 
 
 def docker_engine_answers() -> bool:
