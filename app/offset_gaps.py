@@ -1,11 +1,11 @@
 """Input records Faust never handed to an agent, found by their offsets and read again.
 
 Faust 0.15 can let records of an input partition pass without processing them: its stream
-drops (and acknowledges) a message fetched while flow control is off or under an older
-consumer generation, and its consumer takes a jump in offsets for a compaction gap and
-commits past it. Around a worker's restart, with a rebalance and a seek to the committed
-offsets racing the first fetches, that happened in the fault run: 5 to 21 consecutive
-failure events per partition never reached the agent and never got an outcome
+drops, without handing it over, a message fetched while flow control is off or under
+another consumer generation, and its consumer takes the following jump in offsets for a
+compaction gap and commits past it. Around a worker's restart, with a rebalance and a seek
+to the committed offsets racing the first fetches, that happened in the fault run: 5 to 65
+consecutive failure events per partition never reached the agent and never got an outcome
 (docs/exactly-once.md).
 
 So each agent knows, per input partition, the offset it expects next. A record further on
@@ -52,8 +52,9 @@ class OffsetTracker:
 
 def read_range(config: dict[str, Any], topic: str, partition: int, start: int, end: int,
                timeout_s: float = 30.0) -> list[RawRecord]:
-    """The records at offsets [start, end) of one partition, read without a group (the
-    consumer never commits). Offsets without a record (transaction markers) are passed."""
+    """The records at offsets [start, end) of one partition, read by assignment: the
+    consumer never joins its group and never commits. Offsets without a record (transaction
+    markers) are passed over."""
     consumer = Consumer({**config, "enable.auto.commit": False})
     records: list[RawRecord] = []
     try:
