@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,27 @@ def kept_expectations(next_offset: dict[tuple[str, int], int], previous_generati
     return {tp: offset for tp, offset in next_offset.items() if tp in kept}
 
 
+class CommittedOffsets:
+    """The group's committed offset of a partition, asked of Kafka by one consumer that
+    never joins the group (shared by the agents of a worker)."""
+
+    def __init__(self, consumer_config: dict[str, Any]):
+        self.config = consumer_config
+        self._reader: Consumer | None = None
+        self._lock = threading.Lock()  # the agents ask from executor threads
+
+    def __call__(self, topic: str, partition: int) -> int | None:
+        with self._lock:
+            if self._reader is None:
+                self._reader = Consumer({**self.config, "enable.auto.commit": False})
+        try:
+            [tp] = self._reader.committed([TopicPartition(topic, partition)], timeout=10)
+        except Exception as exc:  # no baseline this time: only jumps within the stream count
+            log.warning("committed offset of %s[%d] unknown: %s", topic, partition, exc)
+            return None
+        return tp.offset if tp.offset >= 0 else None
+
+
 class SkippedRecords:
     """Per agent: finds the records skipped before each one and hands them over first.
 
@@ -102,8 +124,10 @@ class SkippedRecords:
 
     def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], int],
                  assignment: Callable[[], set[tuple[str, int]]],
-                 mark_done: Callable[[str, int, int, int], Awaitable[None]] | None = None):
+                 mark_done: Callable[[str, int, int, int], Awaitable[None]] | None = None,
+                 committed: Callable[[str, int], int | None] | None = None):
         self.config = consumer_config
+        self.committed = committed or CommittedOffsets(consumer_config)
         self.generation = generation
         self.assignment = assignment
         self.seen_assignment: set[tuple[str, int]] = set()
@@ -113,18 +137,6 @@ class SkippedRecords:
         self.seen_generation: int | None = None
         self.tracker = OffsetTracker()
         self.recovered = 0
-        self._offsets_reader: Consumer | None = None
-
-    def committed(self, topic: str, partition: int) -> int | None:
-        if self._offsets_reader is None:
-            self._offsets_reader = Consumer({**self.config, "enable.auto.commit": False})
-        try:
-            [tp] = self._offsets_reader.committed([TopicPartition(topic, partition)],
-                                                  timeout=10)
-        except Exception as exc:  # no baseline this time: only jumps within the stream count
-            log.warning("committed offset of %s[%d] unknown: %s", topic, partition, exc)
-            return None
-        return tp.offset if tp.offset >= 0 else None
 
     async def handle(self, record: RawRecord,
                      handler: Callable[[RawRecord], Awaitable[None]]) -> None:

@@ -443,6 +443,7 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     # Input records Faust let pass without handing them over are read again (app/offset_gaps);
     # the group is the worker's own, for its committed offsets (the readers never commit).
     gap_reader_config = consumer_config(settings, settings.app_id)
+    committed = offset_gaps.CommittedOffsets(gap_reader_config)
 
     def generation() -> int:
         return app.consumer_generation_id
@@ -460,18 +461,21 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
         else:
             await pipeline.on_failure(record, incidents)
 
+    def skipped_records() -> offset_gaps.SkippedRecords:
+        return offset_gaps.SkippedRecords(gap_reader_config, generation, assignment,
+                                          mark_done, committed)
+
+    incident_skipped = skipped_records()
+
     @app.agent(incident_inputs, name="incidents")
     async def incident_agent(stream: faust.StreamT) -> None:
-        skipped = offset_gaps.SkippedRecords(gap_reader_config, generation, assignment,
-                                             mark_done)
         async for event in stream.events():
-            await skipped.handle(message_record(event.message), on_incident_input)
+            await incident_skipped.handle(message_record(event.message), on_incident_input)
             counts.flush()
 
     for tier_ms, tier_topic in sorted(pipeline.tiers.items()):
         register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
-                            offset_gaps.SkippedRecords(gap_reader_config, generation,
-                                                       assignment, mark_done))
+                            skipped_records())
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:

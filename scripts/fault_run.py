@@ -712,8 +712,8 @@ class Run:
             "unexpected_worker_exits": self.unexpected_exits,
             "worker_log_problems": [f"{n} x {text}" for text, n in sum(
                 (w.problems() for w in self.workers), collections.Counter()).most_common(20)],
-            "skipped_records_read_again": [sum(x) for x in zip(
-                *(w.skipped_reads() for w in self.workers), strict=True)] or [0, 0],
+            "skipped_records_read_again": [sum(column) for column in zip(
+                (0, 0), *(w.skipped_reads() for w in self.workers), strict=True)],
             "notes": self.notes,
             "stall_states": self.stall_states,
             "finished_s": finished,
@@ -873,8 +873,8 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         f"{result['moved_missing']} |",
         f"| moved records repeated (raw, same failure event) | {result['moved_raw_repeats']} |",
         "| input records Faust let pass, read again by the agents (`app/offset_gaps.py`) | "
-        f"{result.get('skipped_records_read_again', ['?', '?'])[1]} records in "
-        f"{result.get('skipped_records_read_again', ['?', '?'])[0]} runs |",
+        f"{result['skipped_records_read_again'][1]} records in "
+        f"{result['skipped_records_read_again'][0]} runs |",
         f"| worker carried on after the freeze without a restart | "
         f"{'yes' if result['carried_on_after_freeze'] else 'NO'} |",
         f"| workers that exited by themselves | {len(result['unexpected_worker_exits'])} |",
