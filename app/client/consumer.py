@@ -13,12 +13,12 @@ from typing import Any
 from confluent_kafka import Consumer, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app import headers as h
-from app import kafka_config
 from app.client import control as ctl
 from app.client.reporter import FailureReporter
+from app.contracts import headers as h
+from app.kafka import config as kafka_config
+from app.kafka.topics import wait_for_leaders
 from app.settings import Settings, get_settings
-from app.topics import wait_for_leaders
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], None]

@@ -29,9 +29,9 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaException, Pro
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from app import headers as h
-from app import kafka_config, metrics
 from app.client.reporter import FailureReporter
+from app.contracts import headers as h
+from app.kafka import config as kafka_config
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.assembler import Outcome
@@ -42,6 +42,7 @@ from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming, Rejected, Whole
 from app.oversize.store import ClaimCheckStore
 from app.settings import Settings, get_settings
+from app.worker import metrics
 
 log = logging.getLogger(__name__)
 # librdkafka's default message.max.bytes: a record it will send at all.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from app import kafka_config
+from app.kafka import config as kafka_config
 from app.oversize.retention import Collection, collectable, referenced_hashes
 from app.oversize.store import ClaimCheckStore
 from app.settings import Settings

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from app import headers as h
-from app.kafka_config import consumer_config, producer_config
+from app.contracts import headers as h
+from app.kafka.config import consumer_config, producer_config
 from app.replay import rate as rate_limit
 from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
 from app.replay.selection import Predicate

@@ -34,15 +34,15 @@ from typing import Any
 import faust
 import orjson
 
-from app import headers as h
-from app import lifecycle
 from app.client import cache as cc
-from app.routing import OutRecord
-from app.scenarios import watches as w
-from app.scenarios.conflict_resolution import Resolution, Version, checksum, resolve
-from app.scenarios.incidents import detail_of, note_report
-from app.scenarios.state_policy import CachePolicy, load_state_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.pipeline.conflicts import Resolution, Version, checksum, resolve
+from app.pipeline.outcomes import OutRecord
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.state import CachePolicy, load_state_policies
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, note_report
 
 log = logging.getLogger(__name__)
 

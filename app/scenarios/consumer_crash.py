@@ -24,12 +24,13 @@ from typing import Any
 
 import orjson
 
-from app import decisions as d
-from app import health, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
-from app.scenarios.incidents import classification_of, detail_of, note_report
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import lifecycle
+from app.pipeline import decide as d
+from app.pipeline import health
+from app.pipeline.outcomes import OutRecord
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
 log = logging.getLogger(__name__)
 

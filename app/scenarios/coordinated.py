@@ -35,14 +35,15 @@ from typing import Any
 import faust
 import orjson
 
-from app import health, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
+from app.contracts import lifecycle
+from app.pipeline import health
+from app.pipeline.outcomes import OutRecord
+from app.pipeline.strategy import BaseStrategy
+from app.policy.state import CoordinationPolicy, load_state_policies
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
-from app.scenarios import watches as w
-from app.scenarios.state_policy import CoordinationPolicy, load_state_policies
-from app.strategies import BaseStrategy
+from app.scenarios.shared import watches as w
 
 log = logging.getLogger(__name__)
 

@@ -35,14 +35,15 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app import decisions as d
-from app import headers as h
-from app import lifecycle, routing
-from app.failure_events import SUBJECT as FAILURE_SUBJECT
-from app.scenarios.incidents import classification_of, detail_of, note_report
-from app.scenarios.routing_policy import DeliveryPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
-from app.topics import TopicSpec, load_topic_specs
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.failure_event import SUBJECT as FAILURE_SUBJECT
+from app.kafka.topics import TopicSpec, load_topic_specs
+from app.pipeline import decide as d
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import DeliveryPolicy, load_scenario_policies
+from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,8 @@ def delivery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
 def create_topic(settings: Any, spec: TopicSpec) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from app.kafka_config import admin_config
-    from app.topics import apply_topics
+    from app.kafka.config import admin_config
+    from app.kafka.topics import apply_topics
 
     apply_topics(AdminClient(admin_config(settings)), [spec], timeout=15)
 

@@ -43,13 +43,14 @@ from typing import Any
 
 import orjson
 
-from app import decisions as d
-from app import headers as h
-from app import lifecycle, routing
-from app.scenarios import tool_registry as reg
-from app.scenarios.incidents import detail_of
-from app.scenarios.routing_policy import Fallback, McpPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.pipeline import decide as d
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import Fallback, McpPolicy, load_scenario_policies
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared.incidents import detail_of
 
 log = logging.getLogger(__name__)
 

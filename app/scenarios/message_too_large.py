@@ -24,18 +24,19 @@ import asyncio
 import logging
 from typing import Any
 
-from app import headers as h
-from app import lifecycle, routing
 from app.client.large_messages import TopicLimits
-from app.decisions import Incident
-from app.lifecycle import now_ms
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.lifecycle import now_ms
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.configured import limits_from_settings, policy_for, store_from_settings
 from app.oversize.encoder import Encoded, MessageTooLarge, encode
 from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming
-from app.strategies import BaseStrategy, StrategyContext
+from app.pipeline import outcomes as routing
+from app.pipeline.decide import Incident
+from app.pipeline.strategy import BaseStrategy, StrategyContext
 
 log = logging.getLogger(__name__)
 KIND = "EVENT_DELIVERY_FAILED"

@@ -33,15 +33,16 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from app import kafka_config, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
-from app.scenarios import watches as w
+from app.contracts import lifecycle
+from app.kafka import config as kafka_config
+from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
+from app.pipeline.outcomes import OutRecord
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.state import PartitionPolicy, load_state_policies
 from app.scenarios.cache_conflicts import state_record
-from app.scenarios.conflict_resolution import Resolution, Version, in_conflict, resolve
-from app.scenarios.incidents import detail_of, note_report, occurred_ms
-from app.scenarios.state_policy import PartitionPolicy, load_state_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, note_report, occurred_ms
 
 log = logging.getLogger(__name__)
 

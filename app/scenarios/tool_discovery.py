@@ -37,13 +37,14 @@ from typing import Any
 
 import orjson
 
-from app import headers as h
-from app import lifecycle, routing
-from app.scenarios import tool_registry as reg
-from app.scenarios import watches as w
-from app.scenarios.incidents import detail_of, occurred_ms
-from app.scenarios.routing_policy import DiscoveryPolicy, McpPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import DiscoveryPolicy, McpPolicy, load_scenario_policies
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, occurred_ms
 
 log = logging.getLogger(__name__)
 

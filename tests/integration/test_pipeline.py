@@ -8,8 +8,8 @@ import time
 import pytest
 from confluent_kafka import Message, Producer
 
-from app import headers as h
 from app.client import FailureReporter, RecoveringConsumer
+from app.contracts import headers as h
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.oversize.records import Incoming
-from app.routing import OutRecord
+from app.pipeline.outcomes import OutRecord
 
 
 def as_incoming(records: list[OutRecord], partition: int = 0, first_offset: int = 0

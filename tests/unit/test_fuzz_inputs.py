@@ -17,15 +17,15 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import headers as h
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import SUBJECT, new_failure_event
-from app.intake import Accepted, Quarantined, RawRecord, receive
+from app.contracts import headers as h
+from app.contracts.failure_event import SUBJECT, new_failure_event
 from app.oversize import headers as oh
 from app.oversize.assembler import Assembler, AssemblyLimits
 from app.oversize.records import Incoming
 from app.oversize.reference import Reference, ReferenceRejected, StoreLocation, check
+from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))

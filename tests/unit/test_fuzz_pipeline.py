@@ -39,14 +39,14 @@ from faust.tables.base import Collection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import headers as h
-from app import lifecycle
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import SUBJECT
-from app.intake import RawRecord
-from app.policy import SEVERITIES, load_policies
-from app.routing import OutRecord
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.failure_event import SUBJECT
+from app.pipeline.intake import RawRecord
+from app.pipeline.outcomes import OutRecord
+from app.policy.rules import SEVERITIES, load_policies
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ HEADERS = st.lists(st.tuples(st.sampled_from(["x", "x", "trace", h.REASON, h.INC
 
 class Harness:
     def __init__(self, tmp: Path):
-        from app.worker import create_app
+        from app.worker.app import create_app
 
         settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp,
                             lag_interval_s=0, topic_prefix="fz.")

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from app import headers as h
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import new_failure_event
-from app.intake import Accepted, Quarantined, RawRecord, receive
+from app.contracts import headers as h
+from app.contracts.failure_event import new_failure_event
+from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from app import offset_gaps
-from app.intake import RawRecord
-from app.offset_gaps import OffsetTracker, SkippedRecords, kept_expectations
+from app.pipeline.intake import RawRecord
+from app.worker import offset_gaps
+from app.worker.offset_gaps import OffsetTracker, SkippedRecords, kept_expectations
 
 
 def test_consecutive_offsets_are_no_gap():

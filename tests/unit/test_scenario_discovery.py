@@ -9,17 +9,17 @@ from typing import Any
 import orjson
 import pytest
 
-from app import decisions as d
-from app import headers as h
-from app.classification import classify
-from app.failure_events import new_failure_event
-from app.intake import RawRecord
-from app.policy import Exhausted, load_policies
+from app.contracts import headers as h
+from app.contracts.failure_event import new_failure_event
+from app.pipeline import decide as d
+from app.pipeline.classify import classify
+from app.pipeline.intake import RawRecord
+from app.pipeline.strategy import StrategyContext
+from app.policy.routing import DiscoveryPolicy, McpPolicy
+from app.policy.rules import Exhausted, load_policies
 from app.scenarios import tool_discovery as t
-from app.scenarios import tool_registry as reg
-from app.scenarios import watches as w
-from app.scenarios.routing_policy import DiscoveryPolicy, McpPolicy
-from app.strategies import StrategyContext
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared import watches as w
 
 POLICY = DiscoveryPolicy()
 SERVERS = McpPolicy()

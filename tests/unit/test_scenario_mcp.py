@@ -10,17 +10,17 @@ from typing import Any
 import orjson
 import pytest
 
-from app import decisions as d
-from app import headers as h
-from app.classification import Classification, classify
-from app.failure_events import new_failure_event
-from app.intake import RawRecord
-from app.policy import Exhausted, load_policies
-from app.routing import dispatch_target_of
+from app.contracts import headers as h
+from app.contracts.failure_event import new_failure_event
+from app.pipeline import decide as d
+from app.pipeline.classify import Classification, classify
+from app.pipeline.intake import RawRecord
+from app.pipeline.outcomes import dispatch_target_of
+from app.pipeline.strategy import StrategyContext
+from app.policy.routing import Fallback, McpPolicy
+from app.policy.rules import Exhausted, load_policies
 from app.scenarios import mcp_connection as m
-from app.scenarios import tool_registry as reg
-from app.scenarios.routing_policy import Fallback, McpPolicy
-from app.strategies import StrategyContext
+from app.scenarios.shared import tool_registry as reg
 
 POLICIES = load_policies()
 POLICY = McpPolicy()
