@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from app.avro.catalog import SchemaCatalog
@@ -18,7 +19,7 @@ from app.contracts.failure_event import SUBJECT, new_failure_event
 from app.contracts.headers import REASON, header_value
 from app.contracts.lifecycle import SUBJECT as LIFECYCLE_SUBJECT
 from app.kafka.config import admin_config, consumer_config, producer_config
-from app.settings import Settings
+from app.settings import Settings, get_settings
 
 SAMPLES = [
     ("MCP_CONNECTION_LOST", "network_timeout", ("McpConnectionLost", {"server_id": "mcp-1"})),
@@ -166,3 +167,11 @@ def run_demo(
             f"service's retried order {'did' if service_completed else 'did not'} complete; "
             "is the worker running?")
 
+
+@click.command("demo")
+@click.option("--count", default=5, show_default=True, help="Failure events to produce.")
+@click.option("--follow/--no-follow", default=True, help="Print lifecycle events as they come.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for events.")
+def demo(count: int, follow: bool, timeout: float) -> None:
+    """Produce sample failure events (and one malformed record) and show the recovery steps."""
+    run_demo(get_settings(), count=count, follow=follow, timeout=timeout, echo=click.echo)

@@ -4,15 +4,19 @@ before anything is sent."""
 from __future__ import annotations
 
 import base64
+import sys
 import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import click
 import orjson
 
 from app.avro.codec import AvroCodec
+from app.cli.common import cluster_size
 from app.contracts.failure_event import SUBJECT
 from app.contracts.lifecycle import now_ms
+from app.settings import get_settings
 
 
 class LineError(ValueError):
@@ -72,3 +76,36 @@ def encode_lines(lines: Iterable[str], codec: AvroCodec) -> Iterable[tuple[int, 
             continue
         key = (event.get("work_item_id") or event["event_id"]).encode()
         yield number, (key, value), None
+
+
+@click.command("produce")
+@click.argument("source", type=click.File("r"), default="-")
+def produce(source) -> None:
+    """Send failure events from JSON lines (a file or stdin), validating each line first.
+    A bad line gets one error naming it and is not sent; the rest are."""
+    from confluent_kafka import Producer
+
+    from app.avro.catalog import SchemaCatalog
+    from app.avro.codec import codec_from_settings
+    from app.kafka.config import producer_config
+
+    settings = get_settings()
+    codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
+                                settings.schema_registry_url)
+    cluster_size()  # a refused password is one plain line, not a 30 s delivery timeout
+    producer = Producer(producer_config(settings))
+    topic = settings.topic("recovery.failures")
+    sent = bad = 0
+    for number, record, error in encode_lines(source, codec):
+        if error is not None:
+            bad += 1
+            click.echo(f"line {number}: {error}", err=True)
+            continue
+        producer.produce(topic, key=record[0], value=record[1])
+        producer.poll(0)
+        sent += 1
+    if producer.flush(30):
+        raise click.ClickException("some events were not delivered within 30 s")
+    click.echo(f"sent {sent} failure events to {topic}" + (f", {bad} bad lines" if bad else ""))
+    if bad:
+        sys.exit(1)

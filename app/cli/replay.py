@@ -14,14 +14,12 @@ from typing import Any
 
 import click
 
+from app.cli.common import UsageFailure
 from app.settings import get_settings
 
 
 def _usage(message: str) -> click.ClickException:
-    """app.cli's UsageFailure (one plain line, exit 2); imported late, as app.cli imports
-    this module to register the command."""
-    from app.cli import UsageFailure
-
+    """One plain line, exit 2."""
     return UsageFailure(message)
 
 

@@ -27,9 +27,9 @@ import orjson
 from confluent_kafka import Producer
 
 from app.client.control import CommandReader
+from app.contracts.values import checksum
+from app.contracts.watches import resolve_record
 from app.kafka import config as kafka_config
-from app.pipeline.conflicts import checksum
-from app.scenarios.shared.watches import resolve_record
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

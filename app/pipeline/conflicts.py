@@ -20,32 +20,24 @@ The resolution's `action` is the source's name for what to do: `use_<source>_ver
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
+from app.contracts.values import canonical, checksum
+from app.policy.state import (
+    FIXED_STRATEGIES,
+    LAST_WRITE_WINS,
+    MANUAL,
+    MERGE,
+    USE_SOURCE,
+    UnknownStrategy,
+    check_strategy,
+)
 
-LAST_WRITE_WINS = "last_write_wins"
-MERGE = "merge_versions"
-MANUAL = "manual_resolution_required"
-FIXED_STRATEGIES = (LAST_WRITE_WINS, MERGE, MANUAL)
-USE_SOURCE = re.compile(r"^use_(?P<source>.+)_version$")
-
-
-class UnknownStrategy(ValueError):
-    """A configured strategy name this resolver does not know."""
-
-
-def check_strategy(strategy: str) -> str:
-    if strategy in FIXED_STRATEGIES or USE_SOURCE.match(strategy):
-        return strategy
-    raise UnknownStrategy(
-        f"conflict strategy {strategy!r} is not one of {', '.join(FIXED_STRATEGIES)} "
-        "or use_<source>_version")
-
+__all__ = ["FIXED_STRATEGIES", "LAST_WRITE_WINS", "MANUAL", "MERGE", "USE_SOURCE",
+           "Resolution", "UnknownStrategy", "Version", "canonical", "check_strategy",
+           "checksum", "resolve"]
 
 @dataclass(frozen=True)
 class Version:
@@ -71,15 +63,6 @@ class Resolution:
     def as_record(self) -> dict[str, Any]:
         return {"action": self.action, "strategy": self.strategy, "chosen": self.chosen,
                 "version": self.version, "value": self.value, "reason": self.reason}
-
-
-def canonical(value: Any) -> bytes:
-    """One byte form per JSON value (keys sorted), for comparing and checksums."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-
-
-def checksum(value: Any) -> str:
-    return hashlib.sha256(canonical(value)).hexdigest()
 
 
 def same_value(a: Any, b: Any) -> bool:

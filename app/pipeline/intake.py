@@ -9,19 +9,9 @@ from typing import Any
 from app.avro.codec import AvroCodec, DecodeError
 from app.contracts import headers as h
 from app.contracts.lifecycle import now_ms
+from app.contracts.records import RawRecord
 
 FAILURE_SUBJECT = "failure-event"
-
-
-@dataclass(frozen=True)
-class RawRecord:
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-    headers: h.Headers
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.contracts import headers as h
+from app.contracts.records import OutRecord, RawRecord
+from app.contracts.topics import redelivery_topic
 from app.pipeline.classify import Classification
 from app.pipeline.decide import Incident
-from app.pipeline.intake import RawRecord
 
 MAX_MESSAGE_CHARS = 4_096
 MAX_STACK_CHARS = 16_384
-
-
-@dataclass(frozen=True)
-class OutRecord:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: h.Headers
 
 
 @dataclass(frozen=True)
@@ -55,11 +48,11 @@ def original_of(event: dict[str, Any], intake_record: RawRecord) -> Original:
                     intake_record.timestamp_ms)
 
 
-def dispatch_target_of(event: dict[str, Any], redelivery_suffix: str = ".redelivery") -> str | None:
+def dispatch_target_of(event: dict[str, Any]) -> str | None:
     if event.get("dispatch_target"):
         return event["dispatch_target"]
     group = (event.get("source") or {}).get("consumer_group")
-    return f"{group}{redelivery_suffix}" if group else None
+    return redelivery_topic(group) if group else None
 
 
 def context(

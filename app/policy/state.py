@@ -6,13 +6,32 @@ the file named in RECOVERY_POLICY_FILE. Time limits are settings (RECOVERY_*_MS)
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.pipeline.conflicts import UnknownStrategy, check_strategy
 from app.policy.rules import DEFAULTS, PolicyError
+
+# Conflict strategies by name (app/pipeline/conflicts.py resolves by them).
+LAST_WRITE_WINS = "last_write_wins"
+MERGE = "merge_versions"
+MANUAL = "manual_resolution_required"
+FIXED_STRATEGIES = (LAST_WRITE_WINS, MERGE, MANUAL)
+USE_SOURCE = re.compile(r"^use_(?P<source>.+)_version$")
+
+
+class UnknownStrategy(ValueError):
+    """A configured strategy name this resolver does not know."""
+
+
+def check_strategy(strategy: str) -> str:
+    if strategy in FIXED_STRATEGIES or USE_SOURCE.match(strategy):
+        return strategy
+    raise UnknownStrategy(
+        f"conflict strategy {strategy!r} is not one of {', '.join(FIXED_STRATEGIES)} "
+        "or use_<source>_version")
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ import orjson
 from app.client import cache as cc
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
-from app.pipeline.outcomes import OutRecord
 from app.pipeline.strategy import BaseStrategy, StrategyContext
 from app.policy.state import CachePolicy, load_state_policies
 from app.scenarios.shared import watches as w

@@ -26,9 +26,9 @@ import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import health
-from app.pipeline.outcomes import OutRecord
 from app.pipeline.strategy import BaseStrategy, StrategyContext
 from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 

@@ -37,8 +37,8 @@ import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.pipeline import health
-from app.pipeline.outcomes import OutRecord
 from app.pipeline.strategy import BaseStrategy
 from app.policy.state import CoordinationPolicy, load_state_policies
 from app.scenarios import cache_conflicts, network_partition

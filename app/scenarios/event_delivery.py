@@ -38,6 +38,7 @@ from typing import Any
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.failure_event import SUBJECT as FAILURE_SUBJECT
+from app.contracts.records import OutRecord
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
@@ -246,7 +247,7 @@ class EventDeliveryStrategy(BaseStrategy):
         for consumer in consumers:
             child = child_event(event, incident_id, consumer, self.policy)
             children.append(child["work_item_id"])
-            await self.pipeline.send(routing.OutRecord(
+            await self.pipeline.send(OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),
                 self.pipeline.codec.encode(FAILURE_SUBJECT, child), []))
         # The parent's own outcome: "split"; each child then ends in one of the usual ones.

@@ -45,6 +45,7 @@ import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext
@@ -403,7 +404,7 @@ class McpConnectionStrategy(BaseStrategy):
             case ReturnDegraded(reason=reason, result=result, cached_at=cached_at):
                 reply_to = reg.reply_topic_of(original.headers, self.policy.reply_header)
                 if reply_to:
-                    await pipeline.send(routing.OutRecord(
+                    await pipeline.send(OutRecord(
                         reply_to, original.key, degraded_reply(plan.tool, step, incident_id),
                         h.with_context(h.without(original.headers, (self.policy.reply_header,)),
                                        {DEGRADED_HEADER: reason, h.INCIDENT_ID: incident_id})))

@@ -28,6 +28,7 @@ from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.lifecycle import now_ms
+from app.contracts.records import OutRecord
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.configured import limits_from_settings, policy_for, store_from_settings
@@ -131,7 +132,7 @@ class MessageTooLargeStrategy(BaseStrategy):
             return
         for record in encoded.records:
             value = record.value
-            await pipeline.send(routing.OutRecord(
+            await pipeline.send(OutRecord(
                 record.topic, record.key,
                 bytes(value) if isinstance(value, memoryview | bytearray) else value,
                 record.headers))

@@ -35,9 +35,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.kafka import config as kafka_config
 from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
-from app.pipeline.outcomes import OutRecord
 from app.pipeline.strategy import BaseStrategy, StrategyContext
 from app.policy.state import PartitionPolicy, load_state_policies
 from app.scenarios.cache_conflicts import state_record

@@ -39,6 +39,7 @@ import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.records import OutRecord
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext
 from app.policy.routing import DiscoveryPolicy, McpPolicy, load_scenario_policies
@@ -337,7 +338,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                  deadline, {**data,
                                                             "attempted": [REGISTRY_REFRESH,
                                                                           SERVER_QUERY]}))
-                await self.pipeline.send(routing.OutRecord(
+                await self.pipeline.send(OutRecord(
                     self.queries_topic, str(data["tool"]).encode(),
                     query_record(watch_id, data["tool"], data["description"],
                                  self.watches.topic_name, deadline), []))
@@ -394,7 +395,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                  payload={"toolName": data["tool"], "strategy": step.strategy,
                                           "tool": step.descriptor, "routedTo": routed,
                                           "strategiesAttempted": data["attempted"]})
-        await self.pipeline.send(routing.OutRecord(
+        await self.pipeline.send(OutRecord(
             self.pipeline.commands_name, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
 
     # ---- continuations, in the watch agent ----------------------------------------------

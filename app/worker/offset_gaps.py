@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from app.pipeline.intake import RawRecord
+from app.contracts.records import RawRecord
 
 log = logging.getLogger(__name__)
 

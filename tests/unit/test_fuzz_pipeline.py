@@ -44,8 +44,8 @@ from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.failure_event import SUBJECT
+from app.contracts.records import OutRecord
 from app.pipeline.intake import RawRecord
-from app.pipeline.outcomes import OutRecord
 from app.policy.rules import SEVERITIES, load_policies
 from app.settings import Settings
 

@@ -284,7 +284,7 @@ class ToolRegistry:
     def __init__(self, app: Any, pipeline: Any):
         import faust
 
-        from app.pipeline.outcomes import OutRecord
+        from app.contracts.records import OutRecord
 
         self.pipeline = pipeline
         self.topic_name = pipeline.settings.topic(TOPIC)
@@ -344,7 +344,7 @@ class ToolRegistry:
 
     async def register(self, entry: ToolEntry) -> None:
         """A tool found by asking the servers is announced on their behalf."""
-        from app.pipeline.outcomes import OutRecord
+        from app.contracts.records import OutRecord
 
         key, value = announce_record(entry)
         await self.pipeline.send(OutRecord(self.topic_name, key, value, []))

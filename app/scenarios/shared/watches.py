@@ -19,30 +19,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from app.contracts.watches import TOPIC, Watch, resolve_record, start_record
+
 log = logging.getLogger(__name__)
-TOPIC = "recovery.watches"
-
-
-@dataclass(frozen=True)
-class Watch:
-    watch_id: str
-    kind: str  # which scenario handler owns it
-    incident_id: str
-    started_ms: int
-    deadline_ms: int
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Watch:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
@@ -90,14 +74,6 @@ def step(current: dict[str, Any] | None, message: dict[str, Any], now_ms: int) -
 
 def overdue(watches: list[dict[str, Any]], now_ms: int) -> list[str]:
     return sorted(w["watch_id"] for w in watches if now_ms >= int(w["deadline_ms"]))
-
-
-def start_record(watch: Watch) -> bytes:
-    return orjson.dumps({"op": "start", "watch": watch.to_json()})
-
-
-def resolve_record(watch_id: str, result: dict[str, Any]) -> bytes:
-    return orjson.dumps({"op": "resolve", "watch_id": watch_id, "result": result})
 
 
 OnResolved = Callable[[Watch, dict[str, Any]], Awaitable[None]]
@@ -188,7 +164,7 @@ class Watches:
 
 
 def _out(topic: str, key: str, value: bytes) -> Any:
-    from app.pipeline.outcomes import OutRecord
+    from app.contracts.records import OutRecord
 
     return OutRecord(topic, key.encode(), value, [])
 
