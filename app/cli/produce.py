@@ -14,8 +14,8 @@ import orjson
 
 from app.avro.codec import AvroCodec
 from app.cli.common import cluster_size
+from app.contracts.clock import now_ms
 from app.contracts.failure_event import SUBJECT
-from app.contracts.lifecycle import now_ms
 from app.settings import get_settings
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import orjson
+
+from app.contracts.clock import now_ms
 
 SUBJECT = "lifecycle-event"
 
@@ -36,8 +37,25 @@ def reported_event(kind: str) -> str:
     return REPORTED_EVENT.get(kind, "communication/failure_reported")
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+def step_id(owner: str, step: str, *, cycle: int | None = None, attempt: int | None = None,
+            detail: str | None = None) -> str:
+    """The one place lifecycle event ids are built. They are deterministic, so a step done
+    again after a crash (its input read twice) carries the id it had the first time and
+    readers see one step. `owner` is the failure event's id for steps that answer one
+    report, else the incident's id:
+
+        owner:step               a step answering one report (`e-1:retry-2`, `e-1:poisoned`)
+        owner:cycle:step         a step of one incident cycle (`inc:2:completed`)
+        owner:step-attempt       a step of one retry attempt (`inc:redelivered-3`)
+        owner:step:detail        one of many steps of its kind (`inc:replay:0:17`)
+    """
+    if cycle is not None:
+        return f"{owner}:{cycle}:{step}"
+    if attempt is not None:
+        return f"{owner}:{step}-{attempt}"
+    if detail is not None:
+        return f"{owner}:{step}:{detail}"
+    return f"{owner}:{step}"
 
 
 def lifecycle_event(
@@ -51,6 +69,7 @@ def lifecycle_event(
     duration_ms: int | None = None,
     payload: dict[str, Any] | None = None,
     event_id: str | None = None,
+    occurred_at: int | None = None,
 ) -> dict[str, Any]:
     return {
         # Deterministic ids make a re-emitted step (after a crash) recognisable downstream.
@@ -58,7 +77,7 @@ def lifecycle_event(
         "event_type": event_type,
         "incident_id": incident_id,
         "failure_event_id": failure_event_id,
-        "occurred_at": now_ms(),
+        "occurred_at": occurred_at if occurred_at is not None else now_ms(),
         "attempt": attempt,
         "classification": classification,
         "outcome": outcome,

@@ -4,7 +4,7 @@ the end offsets seen at the start (so a scan always finishes). Never writes to t
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -15,21 +15,13 @@ from confluent_kafka import (
 )
 
 from app.contracts import headers as h
+from app.contracts.records import RawRecord
 from app.kafka.config import consumer_config, for_bootstrap
 from app.settings import Settings
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: h.Headers
-    timestamp_ms: int
-
-
-def read_dead_letters(settings: Settings | str, topic: str, *, extra: dict | None = None):
+def read_dead_letters(settings: Settings | str, topic: str, *,
+                      extra: dict | None = None) -> Iterator[RawRecord]:
     """The settings, or a bootstrap address reached with the environment's security
     settings."""
     if isinstance(settings, str):
@@ -60,14 +52,14 @@ def read_dead_letters(settings: Settings | str, topic: str, *, extra: dict | Non
             if offset >= ends[partition]:
                 remaining.discard(partition)
                 continue
-            yield DeadLetter(partition, offset, message.key(), message.value(),
-                             list(message.headers() or []), message.timestamp()[1])
+            yield RawRecord(topic, partition, offset, message.timestamp()[1], message.key(),
+                            message.value(), list(message.headers() or []))
             if offset + 1 >= ends[partition]:
                 remaining.discard(partition)
     finally:
         consumer.close()
 
 
-def scan_dead_letters(settings: Settings | str, topic: str, group: str) -> list[DeadLetter]:
+def scan_dead_letters(settings: Settings | str, topic: str, group: str) -> list[RawRecord]:
     return [dead for dead in read_dead_letters(settings, topic)
             if h.header_value(dead.headers, h.CONSUMER_GROUP) == group]

@@ -1,5 +1,5 @@
 """What to do with a failure report, given the incident so far: pure and unit-tested.
-The worker applies the decision (sends records, updates tables, emits lifecycle events)."""
+app/pipeline/outcomes.py turns a decision into records and lifecycle steps."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class Incident:
     classification: dict[str, str] | None = None
     consumer_group: str | None = None
     dispatch_target: str | None = None
+    kind: str | None = None  # the failure kind reported (strategies are chosen by it)
     seen: tuple[str, ...] = ()
     history: tuple[tuple[int, str], ...] = ()
     # (event id, decision, attempts, first failure, last failure) of the latest reports
@@ -130,6 +131,7 @@ class Report:
     can_redeliver: bool  # the report carries the failed record and where to send it
     consumer_group: str | None = None
     dispatch_target: str | None = None
+    kind: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,6 +187,7 @@ def record_report(incident: Incident, report: Report, decision: Decision, now_ms
         classification=report.classification.as_record(),
         consumer_group=report.consumer_group or incident.consumer_group,
         dispatch_target=report.dispatch_target or incident.dispatch_target,
+        kind=report.kind or incident.kind,
         seen=(*incident.seen, report.event_id)[-SEEN_LIMIT:],
     )
     match decision:

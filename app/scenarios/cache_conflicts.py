@@ -319,7 +319,7 @@ class CacheConflictStrategy(BaseStrategy):
                      "fallbackToDatabase": not valid, "verification": why}, **common)
         if valid:
             # The incident completes the generic way (recovery/recovery_completed).
-            await self.pipeline.send(OutRecord(self.pipeline.commands_name,
+            await self.pipeline.send(OutRecord(self.pipeline.topics.commands,
                                                watch.incident_id.encode(), b"",
                                                [(h.COMMAND, b"ack")]))
         else:

@@ -245,7 +245,7 @@ class EventDeliveryStrategy(BaseStrategy):
             ctx.incidents[incident_id] = noted.to_json()
         children = []
         for consumer in consumers:
-            child = child_event(event, incident_id, consumer, self.policy)
+            child = child_event(event.raw, incident_id, consumer, self.policy)
             children.append(child["work_item_id"])
             await self.pipeline.send(OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),

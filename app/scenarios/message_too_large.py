@@ -27,7 +27,7 @@ from typing import Any
 from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
 from app.contracts import lifecycle
-from app.contracts.lifecycle import now_ms
+from app.contracts.clock import now_ms
 from app.contracts.records import OutRecord
 from app.oversize import headers as oh
 from app.oversize import policy as op
@@ -94,7 +94,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         return self._limits.of(topic)
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, pipeline = ctx.event, ctx.pipeline
+        event, pipeline = ctx.event, ctx.services
         event_id = event["event_id"]
         incident = ctx.incident
         detail = detail_of(event)
@@ -164,7 +164,7 @@ class MessageTooLargeStrategy(BaseStrategy):
     async def _escalate(self, ctx: StrategyContext, common: dict[str, Any],
                         facts: dict[str, Any], attempted: list[str], reason: str) -> None:
         self._record(ctx, "escalated", reason)
-        await ctx.pipeline.emit(
+        await ctx.services.emit(
             lifecycle.ESCALATED, ctx.incident.incident_id,
             step_id=f"{ctx.event['event_id']}:escalated", outcome="escalated",
             payload={"reason": reason, "error": MESSAGE_TOO_LARGE_ERROR,
@@ -177,9 +177,9 @@ class MessageTooLargeStrategy(BaseStrategy):
                       common: dict[str, Any], reason: str) -> None:
         self._record(ctx, "poisoned", reason)
         headers = routing.context(ctx.event, original, ctx.incident, ctx.classification)
-        await ctx.pipeline.send(routing.moved(ctx.pipeline.poison_name, original,
+        await ctx.services.send(routing.moved(ctx.services.topics.poison, original,
                                               {**headers, h.REASON: reason}))
-        await ctx.pipeline.emit(lifecycle.POISONED, ctx.incident.incident_id,
+        await ctx.services.emit(lifecycle.POISONED, ctx.incident.incident_id,
                                 step_id=f"{ctx.event['event_id']}:poisoned", outcome="poisoned",
                                 payload={"reason": reason}, **common)
 

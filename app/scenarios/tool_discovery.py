@@ -396,7 +396,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                           "tool": step.descriptor, "routedTo": routed,
                                           "strategiesAttempted": data["attempted"]})
         await self.pipeline.send(OutRecord(
-            self.pipeline.commands_name, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
+            self.pipeline.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
 
     # ---- continuations, in the watch agent ----------------------------------------------
 

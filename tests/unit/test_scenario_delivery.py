@@ -12,7 +12,7 @@ import pytest
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.contracts import headers as h
-from app.contracts.failure_event import new_failure_event
+from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
 from app.pipeline import health
@@ -243,7 +243,7 @@ def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
 
 def ctx_for(strategy, event, decision, incident) -> StrategyContext:
     record = RawRecord("p.recovery.failures", 0, 3, None, b"evt-1", b"", [])
-    return StrategyContext(strategy.pipeline, event, record, incident,
+    return StrategyContext(strategy.pipeline, FailureEvent(event), record, incident,
                            cls(event["error"]["type"]), decision, {})
 
 

@@ -48,6 +48,7 @@ def note_report(incident: Incident, event: dict[str, Any], classification: Class
         classification=classification.as_record(),
         consumer_group=(event.get("source") or {}).get("consumer_group")
         or incident.consumer_group,
+        kind=event.get("kind") or incident.kind,
         seen=(*incident.seen, event["event_id"])[-SEEN_LIMIT:],
     )
     return noted.step(now_ms, what, state=state)

@@ -303,7 +303,7 @@ class ToolRegistry:
             log.warning("poison %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, reason)
             await pipeline.send(OutRecord(
-                pipeline.poison_name, message.key, message.value,
+                pipeline.topics.poison, message.key, message.value,
                 h.with_context(list(message.headers or []), {
                     h.ORIGINAL_TOPIC: message.topic, h.ORIGINAL_PARTITION: message.partition,
                     h.ORIGINAL_OFFSET: message.offset, h.REASON: reason})))
