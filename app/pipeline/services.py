@@ -14,7 +14,9 @@ from app.contracts.records import OutRecord, RawRecord
 from app.pipeline.health import WatchSettings
 from app.pipeline.outbox import Outbox
 from app.pipeline.topology import TopicNames
+from app.policy.routing import ScenarioPolicies
 from app.policy.rules import Policies
+from app.policy.state import StatePolicies
 from app.settings import Settings
 
 TopicExists = Callable[[str], Awaitable[bool]]
@@ -32,6 +34,8 @@ class Services:
     settings: Settings
     codec: AvroCodec
     policies: Policies
+    scenario_policies: ScenarioPolicies
+    state_policies: StatePolicies
     topics: TopicNames
     watch: WatchSettings
     clock: Clock

@@ -48,7 +48,9 @@ from app.pipeline import decide as d
 from app.pipeline.classify import Classification
 from app.pipeline.health import ConsumerHealth, WatchOutcome, WatchSettings
 from app.pipeline.topology import TopicNames
+from app.policy.routing import ScenarioPolicies
 from app.policy.rules import Policies
+from app.policy.state import StatePolicies
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,12 +72,14 @@ Table = MutableMapping[str, Any]
 
 
 class StrategyServices(Protocol):
-    """What a strategy may use: configuration, the codec and policies, topic names, the
-    clock, and the outbox's two ways out."""
+    """What a strategy may use: configuration, the codec and policies (read once), topic
+    names, the clock, and the outbox's two ways out."""
 
     settings: Settings
     codec: AvroCodec
     policies: Policies
+    scenario_policies: ScenarioPolicies
+    state_policies: StatePolicies
     topics: TopicNames
     watch: WatchSettings
     clock: Clock

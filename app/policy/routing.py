@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.policy.data import check_keys, load_scenario_tables
-from app.policy.rules import PolicyError
+from app.policy.document import PolicyError, check_keys, read_document
 
 
 @dataclass(frozen=True)
@@ -181,11 +180,11 @@ def _delivery(entry: dict[str, Any]) -> DeliveryPolicy:
 
 
 def parse_scenario_policies(scenario: dict[str, Any]) -> ScenarioPolicies:
-    """From the merged `[scenario]` tables (app/scenarios/policy_data.py)."""
+    """From the merged `[scenario]` tables (PolicyDocument.scenario)."""
     return ScenarioPolicies(mcp=_mcp(scenario.get("mcp", {})),
                             discovery=_discovery(scenario.get("discovery", {})),
                             delivery=_delivery(scenario.get("delivery", {})))
 
 
 def load_scenario_policies(override: Path | None = None) -> ScenarioPolicies:
-    return parse_scenario_policies(load_scenario_tables(override))
+    return parse_scenario_policies(read_document(override).scenario)

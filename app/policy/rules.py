@@ -3,20 +3,18 @@ packaged defaults and an optional override file."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-DEFAULTS = Path(__file__).with_name("defaults.toml")
+from app.policy.document import PolicyDocument, PolicyError, read_document
+
+__all__ = ["ClassificationRule", "Exhausted", "Policies", "PolicyError", "RetryPolicy",
+           "load_policies", "parse_policies"]
 
 SEVERITIES = ("INFO", "WARNING", "ERROR", "CRITICAL", "FATAL")
 RECOVERABILITIES = ("recoverable", "partially_recoverable", "non_recoverable")
-
-
-class PolicyError(ValueError):
-    """A policy file that cannot be used; the message names the entry."""
 
 
 class Exhausted(StrEnum):
@@ -93,17 +91,15 @@ def _retry(entry: dict[str, Any], where: str) -> RetryPolicy:
     return RetryPolicy(**values)
 
 
-def load_policies(override: Path | None = None) -> Policies:
-    base = tomllib.loads(DEFAULTS.read_text())
-    extra: dict[str, Any] = {}
-    if override is not None:
-        try:
-            extra = tomllib.loads(override.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise PolicyError(f"{override}: {exc}") from exc
-    entries = [(e, f"{override}") for e in extra.get("classification", [])]
-    entries += [(e, "defaults") for e in base.get("classification", [])]
+def parse_policies(document: PolicyDocument) -> Policies:
+    override = document.override
+    entries = [(e, f"{override}") for e in document.extra.get("classification", [])]
+    entries += [(e, "defaults") for e in document.base.get("classification", [])]
     rules = tuple(_rule(e, f"{where} classification #{i}") for i, (e, where) in enumerate(entries))
-    retry_entries = {**base.get("retry", {}), **extra.get("retry", {})}
+    retry_entries = {**document.base.get("retry", {}), **document.extra.get("retry", {})}
     retry = {name: _retry(e, f"retry.{name}") for name, e in retry_entries.items()}
     return Policies(rules=rules, retry=retry)
+
+
+def load_policies(override: Path | None = None) -> Policies:
+    return parse_policies(read_document(override))

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.policy.rules import DEFAULTS, PolicyError
+from app.policy.document import PolicyError, check_keys, merge, read_document
 
 # Conflict strategies by name (app/pipeline/conflicts.py resolves by them).
 LAST_WRITE_WINS = "last_write_wins"
@@ -83,20 +82,6 @@ class StatePolicies:
     coordination: CoordinationPolicy = field(default_factory=CoordinationPolicy)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _known(entry: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = set(entry) - known
-    if unknown:
-        raise PolicyError(f"{where}: unknown settings {sorted(unknown)}")
 
 
 def _strategy(value: Any, where: str) -> str:
@@ -114,7 +99,7 @@ def _positive_int(value: Any, where: str) -> int:
 
 def _cache(entry: dict[str, Any]) -> CachePolicy:
     where = "scenario.cache"
-    _known(entry, set(CachePolicy.__dataclass_fields__), where)
+    check_keys(entry, set(CachePolicy.__dataclass_fields__), where)
     keys = entry.get("key_strategies", {})
     if not isinstance(keys, dict):
         raise PolicyError(f"{where}.key_strategies: expected a table of glob = strategy")
@@ -129,7 +114,7 @@ def _cache(entry: dict[str, Any]) -> CachePolicy:
 
 def _partition(entry: dict[str, Any]) -> PartitionPolicy:
     where = "scenario.partition"
-    _known(entry, set(PartitionPolicy.__dataclass_fields__), where)
+    check_keys(entry, set(PartitionPolicy.__dataclass_fields__), where)
     defaults = PartitionPolicy()
     for name in ("autonomous", "degraded"):
         if not isinstance(entry.get(name, {}), dict):
@@ -142,7 +127,7 @@ def _partition(entry: dict[str, Any]) -> PartitionPolicy:
 
 def _coordination(entry: dict[str, Any]) -> CoordinationPolicy:
     where = "scenario.coordination"
-    _known(entry, set(CoordinationPolicy.__dataclass_fields__), where)
+    check_keys(entry, set(CoordinationPolicy.__dataclass_fields__), where)
     defaults = CoordinationPolicy()
     patterns = entry.get("patterns", defaults.patterns)
     critical = entry.get("critical_patterns", list(defaults.critical_patterns))
@@ -156,18 +141,15 @@ def _coordination(entry: dict[str, Any]) -> CoordinationPolicy:
 
 
 def parse_state_policies(base: dict[str, Any], extra: dict[str, Any]) -> StatePolicies:
-    scenario = _merge(base.get("scenario", {}), extra.get("scenario", {}))
+    return state_policies(merge(base.get("scenario", {}), extra.get("scenario", {})))
+
+
+def state_policies(scenario: dict[str, Any]) -> StatePolicies:
+    """From the merged `[scenario]` tables (PolicyDocument.scenario)."""
     return StatePolicies(cache=_cache(scenario.get("cache", {})),
                          partition=_partition(scenario.get("partition", {})),
                          coordination=_coordination(scenario.get("coordination", {})))
 
 
 def load_state_policies(override: Path | None = None) -> StatePolicies:
-    base = tomllib.loads(DEFAULTS.read_text())
-    extra: dict[str, Any] = {}
-    if override is not None:
-        try:
-            extra = tomllib.loads(override.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise PolicyError(f"{override}: {exc}") from exc
-    return parse_state_policies(base, extra)
+    return state_policies(read_document(override).scenario)

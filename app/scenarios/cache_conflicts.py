@@ -40,7 +40,7 @@ from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext
-from app.policy.state import CachePolicy, load_state_policies
+from app.policy.state import CachePolicy
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import detail_of, note_report
 
@@ -313,7 +313,8 @@ class CacheConflictStrategy(BaseStrategy):
             await self.command(disable)
         common = {"failure_event_id": event_id, "classification": data.get("classification")}
         await self.pipeline.emit(
-            CACHE_RECOVERY_COMPLETED, watch.incident_id, step_id=f"{event_id}:cache-recovery",
+            CACHE_RECOVERY_COMPLETED, watch.incident_id,
+            step_id=lifecycle.step_id(event_id, "cache-recovery"),
             payload={"cacheKey": key, "recoveryMethod": "database_refresh", "success": valid,
                      "cachingDisabled": not valid, "disabledUntil": disabled_until,
                      "fallbackToDatabase": not valid, "verification": why}, **common)
@@ -324,7 +325,8 @@ class CacheConflictStrategy(BaseStrategy):
                                                [(h.COMMAND, b"ack")]))
         else:
             await self.pipeline.emit(
-                lifecycle.ESCALATED, watch.incident_id, step_id=f"{event_id}:escalated",
+                lifecycle.ESCALATED, watch.incident_id,
+                step_id=lifecycle.step_id(event_id, "escalated"),
                 outcome="escalated",
                 payload={"reason": "persistent_corruption", "cacheKey": key,
                          "cachingDisabledUntil": disabled_until,
@@ -408,7 +410,8 @@ class CacheConflictStrategy(BaseStrategy):
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
         await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=f"{event_id}:{step}", failure_event_id=event_id,
+                                 step_id=lifecycle.step_id(event_id, step),
+                                 failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
@@ -418,5 +421,5 @@ class CacheConflictStrategy(BaseStrategy):
 
 
 def install(app: Any, pipeline: Any) -> CacheConflictStrategy:
-    policy = load_state_policies(pipeline.settings.policy_file).cache
+    policy = pipeline.state_policies.cache
     return CacheConflictStrategy(app, pipeline, policy)

@@ -142,11 +142,11 @@ class MessageTooLargeStrategy(BaseStrategy):
                 "strategiesAttempted": [a.strategy for a in encoded.attempts],
                 "attempts": [str(a) for a in encoded.attempts]}
         await pipeline.emit(lifecycle.REDELIVERED, incident.incident_id,
-                            step_id=f"{event_id}:oversize-redelivered",
+                            step_id=lifecycle.step_id(event_id, "oversize-redelivered"),
                             payload={"target": target, **done}, **common)
         self._record(ctx, "completed", f"re-published by {encoded.strategy or 'none'}")
         await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
-                            step_id=f"{event_id}:completed", outcome="completed",
+                            step_id=lifecycle.step_id(event_id, "completed"), outcome="completed",
                             payload=done, **common)
 
     def _unpack(self, original: routing.Original) -> Any:
@@ -166,7 +166,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         self._record(ctx, "escalated", reason)
         await ctx.services.emit(
             lifecycle.ESCALATED, ctx.incident.incident_id,
-            step_id=f"{ctx.event['event_id']}:escalated", outcome="escalated",
+            step_id=lifecycle.step_id(ctx.event.event_id, "escalated"), outcome="escalated",
             payload={"reason": reason, "error": MESSAGE_TOO_LARGE_ERROR,
                      "strategiesAttempted": attempted, **facts,
                      "recommendedAction": "raise the topic's max.message.bytes, enable a "
@@ -180,7 +180,8 @@ class MessageTooLargeStrategy(BaseStrategy):
         await ctx.services.send(routing.moved(ctx.services.topics.poison, original,
                                               {**headers, h.REASON: reason}))
         await ctx.services.emit(lifecycle.POISONED, ctx.incident.incident_id,
-                                step_id=f"{ctx.event['event_id']}:poisoned", outcome="poisoned",
+                                step_id=lifecycle.step_id(ctx.event.event_id, "poisoned"),
+                                outcome="poisoned",
                                 payload={"reason": reason}, **common)
 
     def _record(self, ctx: StrategyContext, state: str, what: str) -> None:

@@ -39,7 +39,7 @@ from app.contracts.records import OutRecord
 from app.kafka import config as kafka_config
 from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext
-from app.policy.state import PartitionPolicy, load_state_policies
+from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import detail_of, note_report, occurred_ms
@@ -293,7 +293,8 @@ class NetworkPartitionStrategy(BaseStrategy):
         data = watch.data
         now = lifecycle.now_ms()
         await self.pipeline.emit(
-            lifecycle.ESCALATED, watch.incident_id, step_id=f"{data['eventId']}:not-healed",
+            lifecycle.ESCALATED, watch.incident_id,
+            step_id=lifecycle.step_id(data["eventId"], "not-healed"),
             failure_event_id=data["eventId"], classification=data.get("classification"),
             outcome="escalated",
             payload={"reason": "partition_not_healed", "partitionId": data["partitionId"],
@@ -395,13 +396,14 @@ class NetworkPartitionStrategy(BaseStrategy):
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
         await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=f"{event_id}:{step}", failure_event_id=event_id,
+                                 step_id=lifecycle.step_id(event_id, step),
+                                 failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
 
 def install(app: Any, pipeline: Any) -> NetworkPartitionStrategy:
-    policy = load_state_policies(pipeline.settings.policy_file).partition
+    policy = pipeline.state_policies.partition
     strategy = NetworkPartitionStrategy(app, pipeline, policy)
     app.network_partition_strategy = strategy
     return strategy

@@ -27,7 +27,7 @@ from app.pipeline.services import Services, watch_settings
 from app.pipeline.stages import Pipeline
 from app.pipeline.strategy import install_all
 from app.pipeline.topology import TopicNames
-from app.policy.rules import load_policies
+from app.policy.loaded import load_policy_set
 from app.settings import Settings
 from app.worker import lifecycle_counts, metrics, offset_gaps, web
 from app.worker.lag_monitor import LagMonitor
@@ -136,7 +136,9 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec]) -> 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, scan_dead_letters, settings, topics.dlq, group)
 
-    return Services(settings=settings, codec=codec, policies=load_policies(settings.policy_file),
+    policy = load_policy_set(settings.policy_file)
+    return Services(settings=settings, codec=codec, policies=policy.recovery,
+                    scenario_policies=policy.scenarios, state_policies=policy.state,
                     topics=topics, watch=watch_settings(settings), clock=SYSTEM,
                     outbox=Outbox(FaustTransport(app), codec, topics.events, SYSTEM),
                     topic_exists=presence.exists, scan_dead_letters=dead_letters_of)
