@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     object_store_prefix: str = "claim-checks/"
     object_store_endpoint_url: str | None = None
     object_store_region: str = "us-east-1"
+    # Credentials for the S3 API; unset, boto3's own chain is used (AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, a profile, an instance role). The secret is never logged.
+    object_store_access_key_id: str | None = None
+    object_store_secret_access_key: SecretStr | None = None
     # HMAC-SHA256 key signing claim-check references (a SecretStr: never printed or logged).
     object_store_signing_key: SecretStr | None = None
     object_store_retention_ms: int = 7 * 24 * 3600 * 1000
