@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # "at_least_once" (with idempotent incident state) or Faust's "exactly_once".
     processing_guarantee: str = "at_least_once"
     commit_interval_s: float = 1.0
+    # After SIGTERM/SIGINT the worker exits within this many seconds, finished or not.
+    shutdown_timeout_s: float = 30.0
     # Scenario 4's recovery watch: checks every 15 s for up to 5 minutes.
     health_check_interval_ms: int = 15_000
     recovery_watch_ms: int = 300_000
