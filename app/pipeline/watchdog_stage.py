@@ -40,28 +40,13 @@ class WatchdogStage:
         action = self.decide(incident)
         if isinstance(action, watchdog.Wait):
             return
-        now, incident_id = self.services.clock.now_ms(), incident.incident_id
         if isinstance(action, watchdog.EscalateIt):
-            incidents[incident_id] = incident.step(now, "watchdog: escalated",
-                                                   state="escalated").to_json()
-            await self.services.emit(
-                lifecycle.ESCALATED, incident_id,
-                step_id=step_id(incident_id, "watchdog-escalated", cycle=incident.cycle),
-                attempt=incident.attempts, outcome="escalated",
-                classification=incident.classification,
-                payload={"reason": action.reason, "state": incident.state})
+            await self.escalate(incident, incidents, action.reason)
             return
         found = await self.failed_record(incident)
         if found is None:
-            reason = "the failure report can no longer be read (retention?)"
-            incidents[incident_id] = incident.step(now, "watchdog: escalated",
-                                                   state="escalated").to_json()
-            await self.services.emit(
-                lifecycle.ESCALATED, incident_id,
-                step_id=step_id(incident_id, "watchdog-escalated", cycle=incident.cycle),
-                attempt=incident.attempts, outcome="escalated",
-                classification=incident.classification,
-                payload={"reason": f"{watchdog.UNACKNOWLEDGED}; {reason}"})
+            await self.escalate(incident, incidents, f"{watchdog.UNACKNOWLEDGED}; the failure "
+                                "report can no longer be read (retention?)")
             return
         event, original = found
         headers = context(event, original, incident, classification_of(incident))
@@ -69,6 +54,17 @@ class WatchdogStage:
             await self.redispatch(incident, incidents, original, headers)
         else:
             await self.dead_letter(incident, incidents, original, headers, action.reason)
+
+    async def escalate(self, incident: d.Incident, incidents: Table, reason: str) -> None:
+        incident_id, now = incident.incident_id, self.services.clock.now_ms()
+        incidents[incident_id] = incident.step(now, "watchdog: escalated",
+                                               state="escalated").to_json()
+        await self.services.emit(
+            lifecycle.ESCALATED, incident_id,
+            step_id=step_id(incident_id, "watchdog-escalated", cycle=incident.cycle),
+            attempt=incident.attempts, outcome="escalated",
+            classification=incident.classification,
+            payload={"reason": reason, "state": incident.state})
 
     async def redispatch(self, incident: d.Incident, incidents: Table, original: Original,
                          headers: dict[str, object | None]) -> None:
