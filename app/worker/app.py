@@ -143,14 +143,10 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, scan_dead_letters, settings, topics.dlq, group)
 
-    def read_one(topic: str, partition: int, offset: int) -> RawRecord | None:
-        found = offset_gaps.read_range(reader_config, topic, partition, offset, offset + 1,
-                                       timeout_s=10.0)
-        return next((r for r in found if r.offset == offset), None)
+    reader = offset_gaps.RecordReader(reader_config)
 
     async def read_record(topic: str, partition: int, offset: int) -> RawRecord | None:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, read_one, topic, partition, offset)
+        return await reader.read(topic, partition, offset)
 
     def consumer_healthy(group: str | None) -> bool:
         if not group:
@@ -252,12 +248,13 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
             await heartbeats.send(key=group.encode(), value=check_record(group))
 
     commands = app.topic(topics.commands, allow_empty=True, **RAW)
+    checked = CheckedRecently(max(settings.ack_timeout_ms, 10 * settings.watchdog_interval_ms))
     if settings.watchdog_interval_ms > 0:
         @app.timer(settings.watchdog_interval_ms / 1000)
         async def incident_watchdog() -> None:
             # Table writes need a stream event: an overdue incident gets a watchdog command,
             # which the incident agent decides on in the incident's own partition.
-            await watchdog_scan(incidents, pipeline, commands)
+            await watchdog_scan(incidents, pipeline, commands, checked)
 
     # Consumer lag, Prometheus metrics and the overview page (app/lag, metrics, web).
     lag_monitor = LagMonitor(settings)
@@ -274,11 +271,35 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     return Recovery(app, pipeline, lag_monitor)
 
 
+class CheckedRecently:
+    """Incidents a watchdog command was sent for, and when: one is not sent again while the
+    last may still be on its way (the incident agent may be behind), so a slow partition is
+    not flooded with checks."""
+
+    def __init__(self, quiet_ms: int):
+        self.quiet_ms = quiet_ms
+        self.sent: dict[str, int] = {}
+
+    def may_send(self, incident_id: str, now_ms: int) -> bool:
+        last = self.sent.get(incident_id)
+        if last is not None and now_ms - last < self.quiet_ms:
+            return False
+        self.sent[incident_id] = now_ms
+        return True
+
+    def forget_before(self, now_ms: int) -> None:
+        self.sent = {k: v for k, v in self.sent.items() if now_ms - v < self.quiet_ms}
+
+
 async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
-                        yield_every: int = 500) -> None:
+                        checked: CheckedRecently, *, yield_every: int = 500,
+                        max_checks: int = 200) -> None:
     """One pass over the incidents of the partitions this worker holds: the open ones by
-    state and age for the metrics and the page, and a watchdog command for each overdue."""
+    state and age for the metrics and the page, and a watchdog command for each overdue
+    (at most max_checks a pass, none for an incident checked within the quiet time)."""
     now = SYSTEM.now_ms()
+    checked.forget_before(now)
+    sent = 0
     by_state: dict[str, tuple[int, float]] = {}
     for seen, (incident_id, value) in enumerate(list(incidents.items())):
         if seen and seen % yield_every == 0:
@@ -288,10 +309,12 @@ async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
             continue
         count, oldest = by_state.get(incident.state, (0, 0.0))
         by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
-        if not isinstance(pipeline.watchdog.decide(incident), Wait):
+        if sent < max_checks and not isinstance(pipeline.watchdog.decide(incident), Wait) \
+                and checked.may_send(incident_id, now):
             key, headers = watchdog_command(incident_id)
             await commands.send(key=key, value=b"", headers=headers)
             metrics.WATCHDOG_CHECKS.inc()
+            sent += 1
     metrics.set_open_incidents(by_state)
 
 

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,41 @@ def read_range(config: dict[str, Any], topic: str, partition: int, start: int, e
     finally:
         consumer.close()
     return records
+
+
+class RecordReader:
+    """Reads single records by position with one long-lived consumer (by assignment, never
+    committing), on a thread of its own: the watchdog reads a failure report again this way,
+    and a consumer made for each read cost about a second on a loaded machine."""
+
+    def __init__(self, config: dict[str, Any], timeout_s: float = 10.0):
+        self.config = {**config, "enable.auto.commit": False}
+        self.timeout_s = timeout_s
+        self._consumer: Consumer | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="record-reader")
+
+    def _read(self, topic: str, partition: int, offset: int) -> RawRecord | None:
+        if self._consumer is None:
+            self._consumer = Consumer(self.config)
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            message = self._consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            if message.offset() == offset:
+                kind, stamp = message.timestamp()
+                return RawRecord(topic, partition, offset, stamp if kind else None,
+                                 message.key(), message.value(), list(message.headers() or []))
+            if message.offset() > offset:
+                return None  # compacted or deleted
+        log.error("%s[%d]@%d could not be read within %.0f s", topic, partition, offset,
+                  self.timeout_s)
+        return None
+
+    async def read(self, topic: str, partition: int, offset: int) -> RawRecord | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._read, topic, partition, offset)
 
 
 def kept_expectations(next_offset: dict[tuple[str, int], int], previous_generation: int | None,

@@ -1,0 +1,160 @@
+"""The retry-and-acknowledge path under back-to-back kills: a service whose handler fails
+each order once and succeeds on the redelivery, while the worker is SIGKILLed again and
+again (some replacements within two seconds of starting). Every order's incident must end
+in exactly one terminal outcome (completed, or dead-lettered by the watchdog) within the
+watchdog's bound; none may stay open. Raw repeats are counted beside distinct ids."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+from confluent_kafka import Producer
+
+from app.client import RecoveringConsumer
+from app.client.consumer import ensure_topic
+from app.kafka.config import producer_config
+from app.settings import Settings
+from tests.kafka_helpers import TopicReader, locked_codec
+
+pytestmark = pytest.mark.integration
+
+ORDERS = int(os.environ.get("RECOVERY_RETRY_KILL_ORDERS", "300"))
+KILLS = int(os.environ.get("RECOVERY_RETRY_KILLS", "6"))
+TERMINAL = {"completed", "dead_lettered", "poisoned", "escalated"}
+ACK_TIMEOUT_MS = 8000
+
+
+class Outcomes:
+    """Terminal outcomes per incident (by distinct lifecycle event id) and raw repeats."""
+
+    def __init__(self, codec) -> None:
+        self.codec = codec
+        self.per_incident: dict[str, set[str]] = collections.defaultdict(set)
+        self.reported: set[str] = set()  # incidents with a failure_received
+        self.ids: set[str] = set()
+        self.raw = 0
+        self.read = 0
+
+    def update(self, messages) -> None:
+        for message in messages[self.read:]:
+            event = self.codec.decode(message.value(), "lifecycle-event")
+            if event["event_type"] == "recovery/failure_received":
+                self.reported.add(event["incident_id"])
+            if event["outcome"] not in TERMINAL:
+                continue
+            self.raw += 1
+            if event["event_id"] in self.ids:
+                continue
+            self.ids.add(event["event_id"])
+            self.per_incident[event["incident_id"]].add(event["event_id"])
+        self.read = len(messages)
+
+
+def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
+        applied_topics, worker_factory, topic_prefix, tmp_path):
+    applied_topics.update(RECOVERY_ACK_TIMEOUT_MS=str(ACK_TIMEOUT_MS),
+                          RECOVERY_WATCHDOG_INTERVAL_MS="500", RECOVERY_LAG_INTERVAL_S="0")
+    settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
+                        topic_prefix=topic_prefix)
+    bootstrap = settings.kafka_bootstrap_servers
+    orders, group = f"{topic_prefix}orders", f"{topic_prefix}billing"
+    ensure_topic(bootstrap, orders)
+    codec = locked_codec()
+    reader = TopicReader(bootstrap, [settings.topic("recovery.events")])
+    seen: collections.Counter[bytes] = collections.Counter()
+    handled: set[bytes] = set()
+    lock = threading.Lock()
+
+    def fail_once(message) -> None:
+        with lock:
+            seen[message.key()] += 1
+            first = seen[message.key()] == 1
+        if first:
+            raise RuntimeError("first try fails")
+        with lock:
+            handled.add(message.key())
+
+    consumer = RecoveringConsumer(group, [orders], service="billing", settings=settings,
+                                  heartbeat_interval=1)
+    stop = threading.Event()
+    service = threading.Thread(target=consumer.run, args=(fail_once,),
+                               kwargs={"until": stop.is_set}, daemon=True)
+    service.start()
+    producer = Producer(producer_config(settings))
+    keys = [f"order-{i}".encode() for i in range(ORDERS)]
+    worker = worker_factory()
+    rng = random.Random(20261202)
+    outcomes = Outcomes(codec)
+    kills = []
+    def produce_orders() -> None:
+        # Spread over the kills, so failures, retries and acks flow while workers die.
+        for i, key in enumerate(keys):
+            producer.produce(orders, key=key, value=b"order " + key)
+            producer.poll(0)
+            if i % 10 == 9:
+                time.sleep(1.0)  # 10 orders a second: the feed outlasts the kills
+        producer.flush(30)
+
+    try:
+        assert reader.wait_for(lambda ms: outcomes.update(ms) or True, timeout=5) or True
+        feeder = threading.Thread(target=produce_orders, daemon=True)
+        feeder.start()
+        assert reader.wait_for(lambda ms: outcomes.update(ms) or outcomes.reported,
+                               timeout=120), worker.log_tail()
+        for k in range(KILLS):
+            if k % 2:
+                # Back to back: this replacement is killed within 2 s of starting.
+                reader.poll_for(rng.uniform(0.2, 1.8))
+            else:
+                # This one is killed while it works: once outcomes move again.
+                before = len(outcomes.ids)
+
+                def moved(messages, before: int = before) -> bool:
+                    outcomes.update(messages)
+                    return len(outcomes.ids) > before
+
+                reader.wait_for(moved, timeout=60)
+                reader.poll_for(rng.uniform(0.3, 2.0))
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+            worker.proc.wait()
+            outcomes.update(reader.messages)
+            kills.append(len(outcomes.ids))
+            reader.poll_for(rng.uniform(0, 1.5))
+            worker = worker_factory()
+        feeder.join(120)
+        # The bound: the retry schedule, two ack timeouts and a scan, after the last change;
+        # plus a worker start. Generous for a loaded machine.
+        bound_s = 120 + 2 * ACK_TIMEOUT_MS / 1000
+        def all_ended(messages) -> bool:
+            outcomes.update(messages)
+            return (len(outcomes.reported) >= ORDERS
+                    and outcomes.reported <= set(outcomes.per_incident))
+
+        done = reader.wait_for(all_ended, timeout=bound_s)
+        reader.poll_for(3)
+        outcomes.update(reader.messages)
+    finally:
+        stop.set()
+        service.join(30)
+        reader.close()
+    incidents = outcomes.reported
+    lost = sorted(incidents - set(outcomes.per_incident))
+    conflicting = {i: ids for i, ids in outcomes.per_incident.items()
+                   if i in incidents and len(ids) > 1}
+    kinds = collections.Counter(event_id.split(":")[-1] for ids in outcomes.per_incident.values()
+                                for event_id in ids)
+    print(f"\n{ORDERS} orders, {len(kills)} kills (at {kills} outcomes); terminal "
+          f"outcomes by step: {dict(kinds)}; {outcomes.raw} raw terminal records for "
+          f"{len(outcomes.ids)} distinct ids; handled {len(handled)}")
+    assert done, (len(incidents), len(lost), lost[:10], worker.log_tail())
+    assert len(incidents) == ORDERS  # one incident per order: each failed once
+    assert lost == []
+    assert conflicting == {}
+    assert handled == set(keys)
+
