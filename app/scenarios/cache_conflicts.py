@@ -39,7 +39,7 @@ from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import CachePolicy
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import detail_of, note_report
@@ -203,14 +203,14 @@ class CacheConflictStrategy(BaseStrategy):
     name = "cache_conflicts"
     kinds = KINDS
 
-    def __init__(self, app: Any, pipeline: Any, policy: CachePolicy):
-        self.pipeline = pipeline
+    def __init__(self, app: Any, services: StrategyServices, policy: CachePolicy):
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.state_topic = settings.topic(STATE_TOPIC)
         self.audit_topic = settings.topic(AUDIT_TOPIC)
         self.cache_topic = settings.topic(cc.TOPIC)
-        self.watches = w.ensure(app, pipeline)
+        self.watches = w.ensure(app, services)
         self.watches.register(VERIFY_WATCH, self.on_verified, self.on_unverified)
         self.state = app.GlobalTable("authoritative-state", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
@@ -280,7 +280,7 @@ class CacheConflictStrategy(BaseStrategy):
             ttl_ms=self.policy.refresh_ttl_ms, corruption=corruption,
             reply_topic=self.watches.topic_name)
         self.note(ctx, "verifying", "cache refreshed; waiting for its verification")
-        timeout = self.pipeline.settings.cache_verify_timeout_ms
+        timeout = self.services.settings.cache_verify_timeout_ms
         await self.emit(ctx, CACHE_REFRESH_REQUESTED, "refresh",
                         {"cacheKey": key, "authoritativeSource": auth.source,
                          "version": auth.version, "checksum": refresh.checksum,
@@ -308,11 +308,11 @@ class CacheConflictStrategy(BaseStrategy):
         if not valid:
             disable = disable_command(key, event_id=event_id, incident_id=watch.incident_id,
                                       now_ms=now,
-                                      duration_ms=self.pipeline.settings.cache_disable_ms)
+                                      duration_ms=self.services.settings.cache_disable_ms)
             disabled_until = disable.until_ms
             await self.command(disable)
         common = {"failure_event_id": event_id, "classification": data.get("classification")}
-        await self.pipeline.emit(
+        await self.services.emit(
             CACHE_RECOVERY_COMPLETED, watch.incident_id,
             step_id=lifecycle.step_id(event_id, "cache-recovery"),
             payload={"cacheKey": key, "recoveryMethod": "database_refresh", "success": valid,
@@ -320,11 +320,11 @@ class CacheConflictStrategy(BaseStrategy):
                      "fallbackToDatabase": not valid, "verification": why}, **common)
         if valid:
             # The incident completes the generic way (recovery/recovery_completed).
-            await self.pipeline.send(OutRecord(self.pipeline.topics.commands,
+            await self.services.send(OutRecord(self.services.topics.commands,
                                                watch.incident_id.encode(), b"",
                                                [(h.COMMAND, b"ack")]))
         else:
-            await self.pipeline.emit(
+            await self.services.emit(
                 lifecycle.ESCALATED, watch.incident_id,
                 step_id=lifecycle.step_id(event_id, "escalated"),
                 outcome="escalated",
@@ -371,10 +371,10 @@ class CacheConflictStrategy(BaseStrategy):
                 version=resolution.version, checksum=checksum(resolution.value),
                 reason=resolution.action))
         if effects.update_database:
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.state_topic, key.encode(),
                 state_record(resolution.value, resolution.version, now, resolution.action), []))
-        await self.pipeline.send(OutRecord(
+        await self.services.send(OutRecord(
             self.audit_topic, key.encode(),
             orjson.dumps(audit_record(key, resolution, versions, incident_id=incident_id,
                                       event_id=event_id, now_ms=now)), []))
@@ -409,17 +409,17 @@ class CacheConflictStrategy(BaseStrategy):
     async def emit(self, ctx: StrategyContext, event_type: str, step: str,
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
+        await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
     async def command(self, command: cc.CacheCommand) -> None:
-        await self.pipeline.send(OutRecord(self.cache_topic, command.key.encode(),
+        await self.services.send(OutRecord(self.cache_topic, command.key.encode(),
                                            command.encode(), []))
 
 
-def install(app: Any, pipeline: Any) -> CacheConflictStrategy:
-    policy = pipeline.state_policies.cache
-    return CacheConflictStrategy(app, pipeline, policy)
+def install(app: Any, services: StrategyServices) -> CacheConflictStrategy:
+    policy = services.state_policies.cache
+    return CacheConflictStrategy(app, services, policy)

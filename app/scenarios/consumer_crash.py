@@ -29,7 +29,7 @@ from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import health
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,15 @@ class ConsumerCrashStrategy(BaseStrategy):
     name = "consumer_crash"
     kinds = frozenset({KIND})
 
-    def __init__(self, pipeline: Any):
-        self.pipeline = pipeline
-        self.control_topic = pipeline.settings.topic(ctl.TOPIC)
-        self.heartbeats_topic = pipeline.settings.topic("recovery.heartbeats")
+    def __init__(self, services: StrategyServices):
+        self.services = services
+        self.control_topic = services.settings.topic(ctl.TOPIC)
+        self.heartbeats_topic = services.settings.topic("recovery.heartbeats")
 
     # Minor errors: the strategy takes the event; nothing is retried or quarantined.
     def takes_over(self, event: dict[str, Any]) -> bool:
         return event["kind"] == KIND and response_for(
-            classification_of(self.pipeline, event).severity) == LOG
+            classification_of(self.services, event).severity) == LOG
 
     async def handle(self, ctx: StrategyContext) -> None:
         event, incident = ctx.event, ctx.incident
@@ -144,13 +144,13 @@ class ConsumerCrashStrategy(BaseStrategy):
         log.warning("minor consumer error (%s) in %s: %s", ctx.classification.severity,
                     consumer_of(event), event["error"]["message"])
         common = {"failure_event_id": event_id, "classification": ctx.classification.as_record()}
-        await self.pipeline.emit(ERROR_LOGGED, incident_id,
+        await self.services.emit(ERROR_LOGGED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "logged"),
                                  payload={"consumerId": consumer_of(event),
                                           "severity": ctx.classification.severity,
                                           "error": event["error"]["message"],
                                           "processingContinues": True}, **common)
-        await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+        await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "completed"),
                                  outcome="completed",
                                  payload={"action": "logged", "processingContinues": True},
@@ -177,20 +177,20 @@ class ConsumerCrashStrategy(BaseStrategy):
         command = restart_command(ctx.event, group, ctx.incident.incident_id,
                                   lifecycle.now_ms())
         await self.send_command(command)
-        await self.pipeline.send(OutRecord(
+        await self.services.send(OutRecord(
             self.heartbeats_topic, group.encode(),
             orjson.dumps(watch_start(group, command)), []))
-        watch = self.pipeline.watch
+        watch = self.services.watch
         await self.emit_step(ctx, SAFE_MODE_RESTART_REQUESTED, "restart-safe-mode", group,
                              command, {"options": command.options,
                                        "skip": [s.to_json() for s in command.skip],
                                        "monitoring": {"checkIntervalMs": watch.check_interval_ms,
                                                       "windowMs": watch.window_ms}})
 
-    async def on_completed(self, pipeline: Any, incident: d.Incident) -> None:
+    async def on_completed(self, services: StrategyServices, incident: d.Incident) -> None:
         if (incident.classification or {}).get("type") != CRASH_TYPE:
             return
-        await pipeline.emit(CONSUMER_RECOVERED, incident.incident_id,
+        await services.emit(CONSUMER_RECOVERED, incident.incident_id,
                             step_id=lifecycle.step_id(incident.incident_id, "consumer-recovered",
                                                       cycle=incident.cycle),
                             attempt=incident.attempts, classification=incident.classification,
@@ -198,26 +198,27 @@ class ConsumerCrashStrategy(BaseStrategy):
                                      "recoveredEvent": {"incidentId": incident.incident_id},
                                      "attemptsRequired": incident.attempts})
 
-    async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
-                               outcome: Any) -> None:
+    async def on_watch_outcome(self, services: StrategyServices, group: str,
+                               before: health.ConsumerHealth, outcome: health.WatchOutcome
+                               ) -> None:
         if not resumes_after(before, outcome) or not before.watch_control_id:
             return
         incident_id = before.watch_incident_id or f"consumer:{group}"
         command = resume_command(group, before.watch_control_id, before.watch_incident_id,
                                  lifecycle.now_ms())
         await self.send_command(command)
-        await pipeline.emit(RESUME_REQUESTED, incident_id, step_id=command.command_id,
+        await services.emit(RESUME_REQUESTED, incident_id, step_id=command.command_id,
                             payload={"consumerId": group, "commandId": command.command_id,
                                      "command": command.command})
 
     async def send_command(self, command: ctl.ControlCommand) -> None:
-        await self.pipeline.send(OutRecord(self.control_topic, command.target.encode(),
+        await self.services.send(OutRecord(self.control_topic, command.target.encode(),
                                            command.encode(), []))
 
     async def emit_step(self, ctx: StrategyContext, event_type: str, step: str, group: str,
                         command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
         event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
+        await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
@@ -226,5 +227,5 @@ class ConsumerCrashStrategy(BaseStrategy):
                                           "command": command.command, **extra})
 
 
-def install(app: Any, pipeline: Any) -> ConsumerCrashStrategy:
-    return ConsumerCrashStrategy(pipeline)
+def install(app: Any, services: StrategyServices) -> ConsumerCrashStrategy:
+    return ConsumerCrashStrategy(services)

@@ -39,7 +39,7 @@ from app.client import control as ctl
 from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline import health
-from app.pipeline.strategy import BaseStrategy
+from app.pipeline.strategy import BaseStrategy, StrategyServices
 from app.policy.state import CoordinationPolicy
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
@@ -285,17 +285,17 @@ class Coordinator(BaseStrategy):
 
     name = "coordinated"
 
-    def __init__(self, app: Any, pipeline: Any, policy: CoordinationPolicy):
+    def __init__(self, app: Any, services: StrategyServices, policy: CoordinationPolicy):
         self.app = app
-        self.pipeline = pipeline
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.window_ms = settings.coordination_window_ms
         self.settle_ms = settings.coordination_settle_ms
         self.topic_name = settings.topic(TOPIC)
         self.control_topic = settings.topic(ctl.TOPIC)
         self.heartbeats_topic = settings.topic("recovery.heartbeats")
-        self.watches = w.ensure(app, pipeline)
+        self.watches = w.ensure(app, services)
         self.watches.register(PLAN_WATCH, self.on_plan_due_early, self.on_plan_due)
         self.throttle = Throttle(THROTTLE_MS)
         self.table = app.Table("coordination", default=None, partitions=1, schema=faust.Schema(
@@ -316,7 +316,7 @@ class Coordinator(BaseStrategy):
 
     # ---- observing -------------------------------------------------------------------------
 
-    async def on_event(self, pipeline: Any, event: dict[str, Any]) -> None:
+    async def on_event(self, services: StrategyServices, event: dict[str, Any]) -> None:
         """Every lifecycle event this worker emits: failures received (as patterns) and the
         outcomes of the incidents it named."""
         incident = event["incident_id"]
@@ -339,11 +339,11 @@ class Coordinator(BaseStrategy):
         elif event.get("outcome") and self.throttle.knows(incident):
             message = {"op": "outcome", "incident_id": incident, "outcome": event["outcome"]}
         if message is not None:
-            await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(),
+            await self.services.send(OutRecord(self.topic_name, STATE_KEY.encode(),
                                                orjson.dumps(message), []))
 
     async def forward(self, seen: Observation) -> None:
-        await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(), orjson.dumps(
+        await self.services.send(OutRecord(self.topic_name, STATE_KEY.encode(), orjson.dumps(
             {"op": "observed", **asdict(seen)}), []))
 
     async def on_coordination(self, value: bytes | None) -> None:
@@ -377,7 +377,7 @@ class Coordinator(BaseStrategy):
         plan = create_plan(plan_id, analyze(active_patterns(state, now, self.window_ms)),
                            self.policy)
         incident_id = f"coordination:{plan_id}"
-        await self.pipeline.emit(PLANNED, incident_id,
+        await self.services.emit(PLANNED, incident_id,
                                  step_id=lifecycle.step_id(incident_id, "planned"),
                                  payload={**plan.to_json(), "runsAt": now + self.settle_ms,
                                           "windowMs": self.window_ms})
@@ -395,7 +395,7 @@ class Coordinator(BaseStrategy):
                                     self.verify_system)
         # No `outcome`: a plan is not a failure's incident (every failure event keeps its
         # own one terminal outcome); its verdict is `success` in the payload.
-        await self.pipeline.emit(COMPLETED, watch.incident_id,
+        await self.services.emit(COMPLETED, watch.incident_id,
                                  step_id=lifecycle.step_id(watch.incident_id, "completed"),
                                  payload={"planId": plan.plan_id, **result})
 
@@ -427,9 +427,9 @@ class Coordinator(BaseStrategy):
             command = ctl.control_command(
                 ctl.RESTART_SAFE_MODE, group, command_id=f"{plan.plan_id}:{group}:restart",
                 incident_id=f"coordination:{plan.plan_id}", options=dict(ctl.SAFE_MODE_OPTIONS))
-            await self.pipeline.send(OutRecord(self.control_topic, group.encode(),
+            await self.services.send(OutRecord(self.control_topic, group.encode(),
                                                command.encode(), []))
-            await self.pipeline.send(OutRecord(self.heartbeats_topic, group.encode(),
+            await self.services.send(OutRecord(self.heartbeats_topic, group.encode(),
                                                orjson.dumps(crash.watch_start(group, command)),
                                                []))
             restarted.append(group)
@@ -459,7 +459,7 @@ class Coordinator(BaseStrategy):
         found = []
         for group, data in sorted(table.items()):
             state = health.ConsumerHealth.from_json(data, group)
-            if state is not None and not health.is_healthy(state, now, self.pipeline.watch):
+            if state is not None and not health.is_healthy(state, now, self.services.watch):
                 found.append((group, state))
         return found
 
@@ -467,5 +467,5 @@ class Coordinator(BaseStrategy):
         return dict((self.table.get(STATE_KEY) or {}).get("outcomes") or {})
 
 
-def install(app: Any, pipeline: Any) -> Coordinator:
-    return Coordinator(app, pipeline, pipeline.state_policies.coordination)
+def install(app: Any, services: StrategyServices) -> Coordinator:
+    return Coordinator(app, services, services.state_policies.coordination)

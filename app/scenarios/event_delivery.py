@@ -42,7 +42,7 @@ from app.contracts.records import OutRecord
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DeliveryPolicy
 from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
@@ -222,17 +222,17 @@ class EventDeliveryStrategy(BaseStrategy):
     name = "event_delivery"
     kinds = frozenset({KIND})
 
-    def __init__(self, pipeline: Any):
-        self.pipeline = pipeline
-        self.settings = pipeline.settings
-        self.policy = pipeline.scenario_policies.delivery
-        self.failures_topic = pipeline.settings.topic("recovery.failures")
+    def __init__(self, services: StrategyServices):
+        self.services = services
+        self.settings = services.settings
+        self.policy = services.scenario_policies.delivery
+        self.failures_topic = services.settings.topic("recovery.failures")
 
     def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
         return delivery_failed_fields(event) if event["kind"] == KIND else {}
 
     def takes_over(self, event: dict[str, Any]) -> bool:
-        return needs_split(event, classification_of(self.pipeline, event).type)
+        return needs_split(event, classification_of(self.services, event).type)
 
     async def handle(self, ctx: StrategyContext) -> None:
         """Splits a report per failed consumer; each child goes through the pipeline."""
@@ -247,11 +247,11 @@ class EventDeliveryStrategy(BaseStrategy):
         for consumer in consumers:
             child = child_event(event.raw, incident_id, consumer, self.policy)
             children.append(child["work_item_id"])
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),
-                self.pipeline.codec.encode(FAILURE_SUBJECT, child), []))
+                self.services.codec.encode(FAILURE_SUBJECT, child), []))
         # The parent's own outcome: "split"; each child then ends in one of the usual ones.
-        await self.pipeline.emit(SPLIT, incident_id, step_id=lifecycle.step_id(event_id, "split"),
+        await self.services.emit(SPLIT, incident_id, step_id=lifecycle.step_id(event_id, "split"),
                                  failure_event_id=event_id, outcome=SPLIT_OUTCOME,
                                  classification=ctx.classification.as_record(),
                                  payload={"consumers": consumers, "childIncidents": children,
@@ -277,8 +277,8 @@ class EventDeliveryStrategy(BaseStrategy):
         original = routing.original_of(event, ctx.record)
         headers = routing.context(event, original, incident, ctx.classification,
                                   **{ALTERNATIVE_HEADER: "1"})
-        await self.pipeline.send(routing.moved(topic, original, headers))
-        await self.pipeline.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
+        await self.services.send(routing.moved(topic, original, headers))
+        await self.services.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
                                  step_id=lifecycle.step_id(event["event_id"],
                                                            "alternative-delivery"),
                                  failure_event_id=event["event_id"],
@@ -310,7 +310,7 @@ class EventDeliveryStrategy(BaseStrategy):
                 step = topic_step(topic, definition=definition, creation_allowed=True,
                                   fallback=fallback, creation_error=str(exc))
             else:
-                await self.pipeline.emit(TOPIC_CREATED, incident_id,
+                await self.services.emit(TOPIC_CREATED, incident_id,
                                          step_id=lifecycle.step_id(event_id, "topic-created"),
                                          payload={"topicName": topic,
                                                   "partitions": step.spec.partitions,
@@ -319,7 +319,7 @@ class EventDeliveryStrategy(BaseStrategy):
                                                   "config": step.spec.config}, **common)
         if isinstance(step, EscalateTopic):
             self.record(ctx, "escalated", step.reason)
-            await self.pipeline.emit(lifecycle.ESCALATED, incident_id,
+            await self.services.emit(lifecycle.ESCALATED, incident_id,
                                      step_id=lifecycle.step_id(event_id, "escalated"),
                                      outcome="escalated",
                                      payload={"reason": step.reason, "topicName": topic,
@@ -334,25 +334,25 @@ class EventDeliveryStrategy(BaseStrategy):
         delivered = False
         if event.get("failed_record"):
             original = routing.original_of(event, ctx.record)
-            await self.pipeline.send(routing.redelivery(
+            await self.services.send(routing.redelivery(
                 target, original.key, original.value,
                 h.with_context(original.headers, routing.context(
                     event, original, incident, ctx.classification))))
             delivered = True
         if isinstance(step, UseFallback):
-            await self.pipeline.emit(REROUTED_TO_FALLBACK, incident_id,
+            await self.services.emit(REROUTED_TO_FALLBACK, incident_id,
                                      step_id=lifecycle.step_id(event_id, "fallback-topic"),
                                      payload={"topicName": topic, "fallbackTopic": target,
                                               "delivered": delivered}, **common)
         else:
-            await self.pipeline.emit(lifecycle.REDELIVERED, incident_id,
+            await self.services.emit(lifecycle.REDELIVERED, incident_id,
                                      step_id=lifecycle.step_id(event_id, "redelivered"),
                                      payload={"target": target, "delivered": delivered},
                                      **common)
         action = "topic_created" if isinstance(step, CreateTopic) else "fallback_topic"
         self.record(ctx, "completed", action)
         first = incident.first_failure_ms
-        await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+        await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                  step_id=lifecycle.step_id(incident_id, "completed",
                                                            cycle=incident.cycle),
                                  outcome="completed",
@@ -366,5 +366,5 @@ class EventDeliveryStrategy(BaseStrategy):
             lifecycle.now_ms(), what, state=state).to_json()
 
 
-def install(app: Any, pipeline: Any) -> EventDeliveryStrategy:
-    return EventDeliveryStrategy(pipeline)
+def install(app: Any, services: StrategyServices) -> EventDeliveryStrategy:
+    return EventDeliveryStrategy(services)

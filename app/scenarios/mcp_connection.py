@@ -48,7 +48,7 @@ from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import Fallback, McpPolicy
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared.incidents import detail_of
@@ -297,12 +297,12 @@ class McpConnectionStrategy(BaseStrategy):
     name = "mcp_connection"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: Any, services: StrategyServices):
         import faust
 
-        self.pipeline = pipeline
-        self.policy = pipeline.scenario_policies.mcp
-        self.registry = reg.ensure(app, pipeline)
+        self.services = services
+        self.policy = services.scenario_policies.mcp
+        self.registry = reg.ensure(app, services)
         self.plans = app.Table("mcp-routes", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 
@@ -369,7 +369,7 @@ class McpConnectionStrategy(BaseStrategy):
         ctx.incidents[incident.incident_id] = after.to_json()
 
     async def send_step(self, ctx: StrategyContext, plan: Plan, step: Step) -> None:
-        event, incident, pipeline = ctx.event, ctx.incident, self.pipeline
+        event, incident, services = ctx.event, ctx.incident, self.services
         event_id, incident_id = event["event_id"], incident.incident_id
         detail = detail_of(event, DETAIL) or {}
         common = {"failure_event_id": event_id,
@@ -381,22 +381,22 @@ class McpConnectionStrategy(BaseStrategy):
                 "handler": handler_for(ctx.classification.type)}
         match step:
             case RouteToServer(server_id=server, topic=topic, reason=reason):
-                await pipeline.send(routing.redelivery(
+                await services.send(routing.redelivery(
                     topic, original.key, original.value,
                     h.with_context(original.headers, headers),
                     **{ROUTED_SERVER_HEADER: server}))
-                await pipeline.emit(TOOL_REROUTED, incident_id,
+                await services.emit(TOOL_REROUTED, incident_id,
                                     step_id=lifecycle.step_id(event_id, "rerouted"),
                                     payload={**base, "toServer": server, "topic": topic,
                                              "reason": reason,
                                              "attemptedAlternatives": list(plan.attempted)},
                                     **common)
             case RouteToFallback(topic=topic):
-                await pipeline.send(routing.redelivery(
+                await services.send(routing.redelivery(
                     topic, original.key, original.value,
                     h.with_context(original.headers, headers),
                     **{DEGRADED_HEADER: USING_FALLBACK}))
-                await pipeline.emit(TOOL_REROUTED, incident_id,
+                await services.emit(TOOL_REROUTED, incident_id,
                                     step_id=lifecycle.step_id(event_id, "rerouted"),
                                     payload={**base, "toServer": None, "topic": topic,
                                              "reason": "fallback_implementation",
@@ -406,11 +406,11 @@ class McpConnectionStrategy(BaseStrategy):
             case ReturnDegraded(reason=reason, result=result, cached_at=cached_at):
                 reply_to = reg.reply_topic_of(original.headers, self.policy.reply_header)
                 if reply_to:
-                    await pipeline.send(OutRecord(
+                    await services.send(OutRecord(
                         reply_to, original.key, degraded_reply(plan.tool, step, incident_id),
                         h.with_context(h.without(original.headers, (self.policy.reply_header,)),
                                        {DEGRADED_HEADER: reason, h.INCIDENT_ID: incident_id})))
-                await pipeline.emit(DEGRADED_RESULT, incident_id,
+                await services.emit(DEGRADED_RESULT, incident_id,
                                     step_id=lifecycle.step_id(event_id, "degraded-result"),
                                     payload={**base, "degraded": True,
                                              "degradationReason": reason, "result": result,
@@ -418,7 +418,7 @@ class McpConnectionStrategy(BaseStrategy):
                                              "attemptedAlternatives": list(plan.attempted)},
                                     **common)
                 first = incident.first_failure_ms
-                await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+                await services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                     step_id=lifecycle.step_id(incident_id, "completed",
                                                               cycle=incident.cycle),
                                     outcome="completed",
@@ -427,7 +427,7 @@ class McpConnectionStrategy(BaseStrategy):
                                              "attemptsRequired": incident.attempts},
                                     **common)
             case EscalateRouting(reason=reason, attempted=attempted, recommended_action=action):
-                await pipeline.emit(lifecycle.ESCALATED, incident_id,
+                await services.emit(lifecycle.ESCALATED, incident_id,
                                     step_id=lifecycle.step_id(event_id, "escalated"),
                                     outcome="escalated",
                                     payload={**base, "reason": reason, "error": ROUTING_ERROR,
@@ -443,5 +443,5 @@ class McpConnectionStrategy(BaseStrategy):
                                     **common)
 
 
-def install(app: Any, pipeline: Any) -> McpConnectionStrategy:
-    return McpConnectionStrategy(app, pipeline)
+def install(app: Any, services: StrategyServices) -> McpConnectionStrategy:
+    return McpConnectionStrategy(app, services)

@@ -37,7 +37,7 @@ from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming
 from app.pipeline import outcomes as routing
 from app.pipeline.decide import Incident
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 
 log = logging.getLogger(__name__)
 KIND = "EVENT_DELIVERY_FAILED"
@@ -68,10 +68,10 @@ class MessageTooLargeStrategy(BaseStrategy):
     name = "message_too_large"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: Any, services: StrategyServices):
         self.app = app
-        self.pipeline = pipeline
-        self.settings = pipeline.settings
+        self.services = services
+        self.settings = services.settings
         self._store: Any = None
         self._limits: TopicLimits | None = None
 
@@ -94,7 +94,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         return self._limits.of(topic)
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, pipeline = ctx.event, ctx.services
+        event, services = ctx.event, ctx.services
         event_id = event["event_id"]
         incident = ctx.incident
         detail = detail_of(event)
@@ -132,7 +132,7 @@ class MessageTooLargeStrategy(BaseStrategy):
             return
         for record in encoded.records:
             value = record.value
-            await pipeline.send(OutRecord(
+            await services.send(OutRecord(
                 record.topic, record.key,
                 bytes(value) if isinstance(value, memoryview | bytearray) else value,
                 record.headers))
@@ -141,11 +141,11 @@ class MessageTooLargeStrategy(BaseStrategy):
                 "codec": encoded.codec, "originalEventId": message_id,
                 "strategiesAttempted": [a.strategy for a in encoded.attempts],
                 "attempts": [str(a) for a in encoded.attempts]}
-        await pipeline.emit(lifecycle.REDELIVERED, incident.incident_id,
+        await services.emit(lifecycle.REDELIVERED, incident.incident_id,
                             step_id=lifecycle.step_id(event_id, "oversize-redelivered"),
                             payload={"target": target, **done}, **common)
         self._record(ctx, "completed", f"re-published by {encoded.strategy or 'none'}")
-        await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
+        await services.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
                             step_id=lifecycle.step_id(event_id, "completed"), outcome="completed",
                             payload=done, **common)
 
@@ -197,5 +197,5 @@ class MessageTooLargeStrategy(BaseStrategy):
         ctx.incidents[before.incident_id] = after.to_json()
 
 
-def install(app: Any, pipeline: Any) -> MessageTooLargeStrategy:
-    return MessageTooLargeStrategy(app, pipeline)
+def install(app: Any, services: StrategyServices) -> MessageTooLargeStrategy:
+    return MessageTooLargeStrategy(app, services)

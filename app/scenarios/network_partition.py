@@ -38,7 +38,7 @@ from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.kafka import config as kafka_config
 from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
 from app.scenarios.shared import watches as w
@@ -226,15 +226,15 @@ class NetworkPartitionStrategy(BaseStrategy):
     name = "network_partition"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any, policy: PartitionPolicy):
-        self.pipeline = pipeline
+    def __init__(self, app: Any, services: StrategyServices, policy: PartitionPolicy):
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.control_topic = settings.topic(ctl.TOPIC)
         self.partition_state_topic = settings.topic(PARTITION_STATE_TOPIC)
         self.state_topic = settings.topic("recovery.state")
         self.audit_topic = settings.topic("recovery.audit")
-        self.watches = w.ensure(app, pipeline)
+        self.watches = w.ensure(app, services)
         self.watches.register(RECOVERY_WATCH, self.on_healed_in_time, self.on_not_healed)
 
     def takes_over(self, event: dict[str, Any]) -> bool:
@@ -270,7 +270,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         self.note(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
         command = mode_command(partition_id, mode, self.policy, event_id=event_id,
                                incident_id=incident_id, components=components, now_ms=now)
-        await self.pipeline.send(OutRecord(self.control_topic, partition_id.encode(),
+        await self.services.send(OutRecord(self.control_topic, partition_id.encode(),
                                            command.encode(), []))
         await self.emit(ctx, PARTITION_MODE_ENTERED, "mode-entered",
                         {"partitionId": partition_id, "mode": mode,
@@ -278,7 +278,7 @@ class NetworkPartitionStrategy(BaseStrategy):
                          "restrictions": list(detail.get("restrictions") or []),
                          "configuration": command.options["configuration"],
                          "commandId": command.command_id})
-        limit = self.pipeline.settings.partition_watch_ms
+        limit = self.services.settings.partition_watch_ms
         detected_at = occurred_ms(ctx.event)
         await self.watches.start(w.Watch(
             watch_id_of(partition_id), RECOVERY_WATCH, incident_id, now, detected_at + limit,
@@ -292,7 +292,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         """escalatePartitionRecovery: the partition has not healed in time."""
         data = watch.data
         now = lifecycle.now_ms()
-        await self.pipeline.emit(
+        await self.services.emit(
             lifecycle.ESCALATED, watch.incident_id,
             step_id=lifecycle.step_id(data["eventId"], "not-healed"),
             failure_event_id=data["eventId"], classification=data.get("classification"),
@@ -311,12 +311,12 @@ class NetworkPartitionStrategy(BaseStrategy):
         healed_at = occurred_ms(ctx.event)
         partitioned = incident.state == "partitioned" and incident.first_failure_ms
         detected_at = incident.first_failure_ms if partitioned else \
-            healed_at - self.pipeline.settings.partition_watch_ms
+            healed_at - self.services.settings.partition_watch_ms
         await self.watches.resolve(watch_id_of(partition_id), {"healedAt": healed_at})
         loop = asyncio.get_running_loop()
         try:
             writes, unreadable = await loop.run_in_executor(
-                None, collect_partition_writes, self.pipeline.settings,
+                None, collect_partition_writes, self.services.settings,
                 self.partition_state_topic, partition_id, detected_at)
         except Exception as exc:  # the broker is the one place the sides' states are
             self.note(ctx, "escalated", f"partition {partition_id}: states not collected")
@@ -331,7 +331,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         result = merge_partition_states(states, self.policy.conflict_strategy)
         now = lifecycle.now_ms()
         for key, resolution in sorted(result.conflicts.items()):
-            await self.pipeline.send(OutRecord(self.audit_topic, key.encode(), orjson.dumps({
+            await self.services.send(OutRecord(self.audit_topic, key.encode(), orjson.dumps({
                 "audit_id": f"{event_id}:audit:{key}", "type": AUDIT_TYPE,
                 "partitionId": partition_id, "key": key, "resolution": resolution.action,
                 "strategy": resolution.strategy, "timestamp": now,
@@ -343,7 +343,7 @@ class NetworkPartitionStrategy(BaseStrategy):
                                  for side, v in sorted(states[key].items())}}), []))
         # Step 4: every side synchronises to the merged state.
         for key, version in sorted(result.merged.items()):
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.state_topic, key.encode(),
                 state_record(version.value, version.version, now, "partition_recovery"), []))
         listed = dict(sorted(result.merged.items())[:MERGED_IN_PAYLOAD])
@@ -359,7 +359,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         resume = ctl.control_command(ctl.RESUME_NORMAL_OPERATION, partition_id,
                                      command_id=f"{event_id}:resume", incident_id=incident.
                                      incident_id, issued_at_ms=now)
-        await self.pipeline.send(OutRecord(self.control_topic, partition_id.encode(),
+        await self.services.send(OutRecord(self.control_topic, partition_id.encode(),
                                            resume.encode(), []))
         intact, problems = verify_integrity(states, result)
         if unreadable:
@@ -395,15 +395,15 @@ class NetworkPartitionStrategy(BaseStrategy):
     async def emit(self, ctx: StrategyContext, event_type: str, step: str,
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
+        await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
 
-def install(app: Any, pipeline: Any) -> NetworkPartitionStrategy:
-    policy = pipeline.state_policies.partition
-    strategy = NetworkPartitionStrategy(app, pipeline, policy)
+def install(app: Any, services: StrategyServices) -> NetworkPartitionStrategy:
+    policy = services.state_policies.partition
+    strategy = NetworkPartitionStrategy(app, services, policy)
     app.network_partition_strategy = strategy
     return strategy

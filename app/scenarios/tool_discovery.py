@@ -41,7 +41,7 @@ from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.records import OutRecord
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DiscoveryPolicy, McpPolicy
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared import watches as w
@@ -269,18 +269,18 @@ class ToolDiscoveryStrategy(BaseStrategy):
     name = "tool_discovery"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: Any, services: StrategyServices):
         import faust
 
-        self.pipeline = pipeline
-        policies = pipeline.scenario_policies
+        self.services = services
+        policies = services.scenario_policies
         self.policy = policies.discovery
         self.servers = policies.mcp
-        self.registry = reg.ensure(app, pipeline)
-        self.watches = w.ensure(app, pipeline)
+        self.registry = reg.ensure(app, services)
+        self.watches = w.ensure(app, services)
         self.watches.register(QUERY_WATCH, self.on_query_answered, self.on_query_expired)
         self.watches.register(CONFIRM_WATCH, self.on_confirmation, self.on_unconfirmed)
-        self.queries_topic = pipeline.settings.topic(reg.QUERIES_TOPIC)
+        self.queries_topic = services.settings.topic(reg.QUERIES_TOPIC)
         # The first step taken for each report, so a report read again sends it again.
         self.started = app.Table("tool-discoveries", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
@@ -338,11 +338,11 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                  deadline, {**data,
                                                             "attempted": [REGISTRY_REFRESH,
                                                                           SERVER_QUERY]}))
-                await self.pipeline.send(OutRecord(
+                await self.services.send(OutRecord(
                     self.queries_topic, str(data["tool"]).encode(),
                     query_record(watch_id, data["tool"], data["description"],
                                  self.watches.topic_name, deadline), []))
-                await self.pipeline.emit(SERVERS_QUERIED, incident_id,
+                await self.services.emit(SERVERS_QUERIED, incident_id,
                                          step_id=lifecycle.step_id(event_id, "servers-queried"),
                                          payload={"toolName": data["tool"], "queryId": watch_id,
                                                   "timeoutMs": timeout,
@@ -356,7 +356,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                      **data, "suggested": suggested,
                                                      "attempted": [*data["attempted"],
                                                                    SEMANTIC_MATCHING]}))
-                await self.pipeline.emit(SEMANTIC_MATCH_FOUND, incident_id,
+                await self.services.emit(SEMANTIC_MATCH_FOUND, incident_id,
                                          step_id=lifecycle.step_id(event_id, "semantic-match"),
                                          payload={"requestedTool": data["tool"],
                                                   "suggestedTool": suggested["tool"],
@@ -370,7 +370,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                       for t, s in step.alternatives]},
                                          **common)
             case NotFound(strategies_attempted=attempted, recommendations=advice):
-                await self.pipeline.emit(
+                await self.services.emit(
                     lifecycle.ESCALATED, incident_id,
                     step_id=lifecycle.step_id(event_id, "escalated"),
                     outcome="escalated",
@@ -385,19 +385,19 @@ class ToolDiscoveryStrategy(BaseStrategy):
         routed = None
         if data.get("request") and step.topic:
             key, value, headers = unpack_request(data["request"])
-            await self.pipeline.send(routing.redelivery(
+            await self.services.send(routing.redelivery(
                 step.topic, key, value, headers,
                 **{RESOLVED_TOOL_HEADER: step.tool, STRATEGY_HEADER: step.strategy}))
             routed = step.topic
-        await self.pipeline.emit(TOOL_DISCOVERED, incident_id,
+        await self.services.emit(TOOL_DISCOVERED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "discovered"),
                                  failure_event_id=event_id,
                                  classification=data["classification"],
                                  payload={"toolName": data["tool"], "strategy": step.strategy,
                                           "tool": step.descriptor, "routedTo": routed,
                                           "strategiesAttempted": data["attempted"]})
-        await self.pipeline.send(OutRecord(
-            self.pipeline.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
+        await self.services.send(OutRecord(
+            self.services.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
 
     # ---- continuations, in the watch agent ----------------------------------------------
 
@@ -429,7 +429,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
         await self.declined(watch.data, "timeout", None)
 
     async def declined(self, data: dict[str, Any], reason: str, by: Any) -> None:
-        await self.pipeline.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
+        await self.services.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
                                  step_id=lifecycle.step_id(data["event_id"],
                                                            "semantic-match-declined"),
                                  failure_event_id=data["event_id"],
@@ -469,5 +469,5 @@ def step_from_json(data: dict[str, Any]) -> DiscoveryStep:
     return kind(**values)  # type: ignore[no-any-return]
 
 
-def install(app: Any, pipeline: Any) -> ToolDiscoveryStrategy:
-    return ToolDiscoveryStrategy(app, pipeline)
+def install(app: Any, services: StrategyServices) -> ToolDiscoveryStrategy:
+    return ToolDiscoveryStrategy(app, services)

@@ -214,7 +214,7 @@ def test_fallback_topic_per_topic_or_any() -> None:
                          fallback="x").reason.startswith("the report names no topic")
 
 
-# ---- the strategy's wiring over a recording pipeline ----------------------------------------
+# ---- the strategy's wiring over recording services -----------------------------------------
 
 class Recorder:
     def __init__(self, settings: Settings) -> None:
@@ -234,8 +234,8 @@ class Recorder:
 def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
                   ) -> ev.EventDeliveryStrategy:
     strategy = ev.EventDeliveryStrategy.__new__(ev.EventDeliveryStrategy)
-    strategy.pipeline = Recorder(Settings(topic_prefix="p.", **settings))
-    strategy.settings = strategy.pipeline.settings
+    strategy.services = Recorder(Settings(topic_prefix="p.", **settings))
+    strategy.settings = strategy.services.settings
     strategy.policy = policy
     strategy.failures_topic = "p.recovery.failures"
     return strategy
@@ -243,7 +243,7 @@ def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
 
 def ctx_for(strategy, event, decision, incident) -> StrategyContext:
     record = RawRecord("p.recovery.failures", 0, 3, None, b"evt-1", b"", [])
-    return StrategyContext(strategy.pipeline, FailureEvent(event), record, incident,
+    return StrategyContext(strategy.services, FailureEvent(event), record, incident,
                            cls(event["error"]["type"]), decision, {})
 
 
@@ -252,11 +252,11 @@ def test_wiring_split_sends_one_report_per_consumer(tmp_path: Path) -> None:
     event = delivery_event(consumers=("billing", "mailer"))
     ctx = ctx_for(strategy, event, None, d.Incident("evt-1"))
     asyncio.run(strategy.handle(ctx))
-    assert [(r.topic, r.key) for r in strategy.pipeline.sent] == [
+    assert [(r.topic, r.key) for r in strategy.services.sent] == [
         ("p.recovery.failures", b"evt-1/billing"), ("p.recovery.failures", b"evt-1/mailer")]
-    child = strategy.pipeline.codec.decode(strategy.pipeline.sent[1].value, "failure-event")
+    child = strategy.services.codec.decode(strategy.services.sent[1].value, "failure-event")
     assert child["source"]["consumer_group"] == "mailer"
-    [(event_type, fields)] = strategy.pipeline.events
+    [(event_type, fields)] = strategy.services.events
     assert event_type == ev.SPLIT and fields["outcome"] == "split"
     assert fields["payload"]["childIncidents"] == ["evt-1/billing", "evt-1/mailer"]
     assert ctx.incidents["evt-1"]["state"] == "split"
@@ -269,11 +269,11 @@ def test_wiring_alternative_delivery_keeps_the_record_and_goes_on(tmp_path: Path
     handled = asyncio.run(strategy.after_decision(ctx_for(strategy, event, d.Retry(1, 30_000),
                                                           incident)))
     assert handled is False  # the generic retry is still sent
-    [alt] = strategy.pipeline.sent
+    [alt] = strategy.services.sent
     assert (alt.topic, alt.key, alt.value) == ("hook", b"o-1", b"{}")
     assert alt.headers[0] == ("trace", b"t")
     assert h.header_value(alt.headers, ev.ALTERNATIVE_HEADER) == "1"
-    assert strategy.pipeline.events[0][0] == ev.ALTERNATIVE_DELIVERY
+    assert strategy.services.events[0][0] == ev.ALTERNATIVE_DELIVERY
 
 
 def test_wiring_missing_topic_to_fallback_completes(tmp_path: Path) -> None:
@@ -281,10 +281,10 @@ def test_wiring_missing_topic_to_fallback_completes(tmp_path: Path) -> None:
     event = delivery_event("topic_not_found", target="orders.v9", cause="TOPIC_NOT_FOUND")
     ctx = ctx_for(strategy, event, d.Escalate("x"), d.Incident("evt-1", first_failure_ms=1))
     assert asyncio.run(strategy.after_decision(ctx)) is True
-    [delivered] = strategy.pipeline.sent
+    [delivered] = strategy.services.sent
     assert delivered.topic == "parking" and delivered.value == b"{}"
     assert h.header_value(delivered.headers, h.ORIGINAL_TOPIC) == "orders"
-    types = [t for t, _ in strategy.pipeline.events]
+    types = [t for t, _ in strategy.services.events]
     assert types == [ev.REROUTED_TO_FALLBACK, "recovery/recovery_completed"]
     assert ctx.incidents["evt-1"]["state"] == "completed"
 
@@ -294,8 +294,8 @@ def test_wiring_missing_topic_nowhere_to_go_escalates(tmp_path: Path) -> None:
     event = delivery_event("topic_not_found", target="orders.v9", cause="TOPIC_NOT_FOUND")
     ctx = ctx_for(strategy, event, d.Escalate("x"), d.Incident("evt-1"))
     assert asyncio.run(strategy.after_decision(ctx)) is True
-    assert strategy.pipeline.sent == []
-    [(event_type, fields)] = strategy.pipeline.events
+    assert strategy.services.sent == []
+    [(event_type, fields)] = strategy.services.events
     assert event_type == "recovery/escalated" and "no definition" in fields["payload"]["reason"]
     assert ctx.incidents["evt-1"]["state"] == "escalated"
 
@@ -305,5 +305,5 @@ def test_wiring_ignores_other_decisions_and_kinds(tmp_path: Path) -> None:
     generic = delivery_event("broker_hiccup")
     assert not asyncio.run(strategy.after_decision(ctx_for(strategy, generic, d.Retry(1, 1000),
                                                            d.Incident("evt-1"))))
-    assert strategy.pipeline.sent == [] and strategy.pipeline.events == []
+    assert strategy.services.sent == [] and strategy.services.events == []
     assert strategy.reported_fields({"kind": "MCP_CONNECTION_LOST"}) == {}

@@ -9,6 +9,7 @@ from typing import Any
 
 from app.pipeline.classify import Classification, classify
 from app.pipeline.decide import SEEN_LIMIT, Incident
+from app.pipeline.strategy import StrategyServices
 
 
 def occurred_ms(event: dict[str, Any]) -> int:
@@ -24,9 +25,9 @@ def detail_of(event: dict[str, Any], record_name: str) -> dict[str, Any] | None:
     return None
 
 
-def classification_of(pipeline: Any, event: dict[str, Any]) -> Classification:
+def classification_of(services: StrategyServices, event: dict[str, Any]) -> Classification:
     error = event["error"]
-    return classify(pipeline.policies.rules, kind=event["kind"], error_type=error["type"],
+    return classify(services.policies.rules, kind=event["kind"], error_type=error["type"],
                     reported_severity=error["severity"])
 
 

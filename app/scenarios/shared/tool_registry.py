@@ -26,11 +26,14 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.contracts import headers as h
+
+if TYPE_CHECKING:
+    from app.pipeline.strategy import StrategyServices
 
 log = logging.getLogger(__name__)
 
@@ -281,14 +284,14 @@ class ToolDirectoryClient:
 class ToolRegistry:
     """The registry and result tables of one worker, and the agents that fill them."""
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: Any, services: StrategyServices):
         import faust
 
         from app.contracts.records import OutRecord
 
-        self.pipeline = pipeline
-        self.topic_name = pipeline.settings.topic(TOPIC)
-        self.results_topic_name = pipeline.settings.topic(RESULTS_TOPIC)
+        self.services = services
+        self.topic_name = services.settings.topic(TOPIC)
+        self.results_topic_name = services.settings.topic(RESULTS_TOPIC)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
         json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
@@ -302,8 +305,8 @@ class ToolRegistry:
         async def poison(message: Any, reason: str) -> None:
             log.warning("poison %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, reason)
-            await pipeline.send(OutRecord(
-                pipeline.topics.poison, message.key, message.value,
+            await services.send(OutRecord(
+                services.topics.poison, message.key, message.value,
                 h.with_context(list(message.headers or []), {
                     h.ORIGINAL_TOPIC: message.topic, h.ORIGINAL_PARTITION: message.partition,
                     h.ORIGINAL_OFFSET: message.offset, h.REASON: reason})))
@@ -347,13 +350,13 @@ class ToolRegistry:
         from app.contracts.records import OutRecord
 
         key, value = announce_record(entry)
-        await self.pipeline.send(OutRecord(self.topic_name, key, value, []))
+        await self.services.send(OutRecord(self.topic_name, key, value, []))
 
 
-def ensure(app: Any, pipeline: Any) -> ToolRegistry:
+def ensure(app: Any, services: StrategyServices) -> ToolRegistry:
     """The app's one registry, created by the first scenario that needs it."""
     existing = getattr(app, "tool_registry", None)
     if existing is None:
-        existing = ToolRegistry(app, pipeline)
+        existing = ToolRegistry(app, services)
         app.tool_registry = existing
     return existing

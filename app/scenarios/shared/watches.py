@@ -20,11 +20,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.contracts.watches import TOPIC, Watch, resolve_record, start_record
+
+if TYPE_CHECKING:
+    from app.pipeline.strategy import StrategyServices
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +86,12 @@ OnExpired = Callable[[Watch], Awaitable[None]]
 class Watches:
     """The watches agent, table and timer; one per app, shared by the scenarios."""
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: Any, services: StrategyServices):
         import faust
 
         self.app = app
-        self.pipeline = pipeline
-        self.topic_name = pipeline.settings.topic(TOPIC)
+        self.services = services
+        self.topic_name = services.settings.topic(TOPIC)
         self.handlers: dict[str, tuple[OnResolved, OnExpired]] = {}
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
@@ -102,7 +105,7 @@ class Watches:
             async for event in stream.events():
                 await self.on_record(event.message.key, event.message.value)
 
-        interval = pipeline.settings.scenario_watch_interval_ms / 1000
+        interval = services.settings.scenario_watch_interval_ms / 1000
 
         @app.timer(interval)
         async def watch_timer() -> None:
@@ -116,10 +119,10 @@ class Watches:
         self.handlers[kind] = (on_resolved, on_expired)
 
     async def start(self, watch: Watch) -> None:
-        await self.pipeline.send(_out(self.topic_name, watch.watch_id, start_record(watch)))
+        await self.services.send(_out(self.topic_name, watch.watch_id, start_record(watch)))
 
     async def resolve(self, watch_id: str, result: dict[str, Any]) -> None:
-        await self.pipeline.send(_out(self.topic_name, watch_id, resolve_record(watch_id,
+        await self.services.send(_out(self.topic_name, watch_id, resolve_record(watch_id,
                                                                                result)))
 
     def active(self, kind: str) -> list[Watch]:
@@ -173,10 +176,10 @@ def now() -> int:
     return int(time.time() * 1000)
 
 
-def ensure(app: Any, pipeline: Any) -> Watches:
+def ensure(app: Any, services: StrategyServices) -> Watches:
     """The app's one Watches, created by the first scenario that needs it."""
     existing = getattr(app, "scenario_watches", None)
     if existing is None:
-        existing = Watches(app, pipeline)
+        existing = Watches(app, services)
         app.scenario_watches = existing
     return existing
