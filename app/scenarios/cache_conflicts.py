@@ -37,12 +37,13 @@ import orjson
 from app.client import cache as cc
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import CachePolicy
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, note_report
+from app.scenarios.shared.incidents import note_report
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +240,14 @@ class CacheConflictStrategy(BaseStrategy):
             return
         self.state[name] = entry
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] in KINDS
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind in KINDS
 
     async def handle(self, ctx: StrategyContext) -> None:
         event = ctx.event
-        detail = detail_of(event, "VersionConflict") or detail_of(event, "CacheCorrupted") or {}
+        detail = event.detail("VersionConflict") or event.detail("CacheCorrupted") or {}
         key = detail.get("key") or detail.get("cache_key")
-        branch = branch_of(event["kind"], ctx.classification.type, detail.get("corruption_type"))
+        branch = branch_of(event.kind, ctx.classification.type, detail.get("corruption_type"))
         try:
             if not key:
                 raise BadReport("the report names no cache key")
@@ -273,7 +274,7 @@ class CacheConflictStrategy(BaseStrategy):
 
     async def refresh(self, ctx: StrategyContext, key: str, auth: Authoritative,
                       corruption: str) -> None:
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
         now = lifecycle.now_ms()
         invalidate, refresh = refresh_commands(
             key, auth, event_id=event_id, incident_id=incident_id, now_ms=now,
@@ -346,7 +347,7 @@ class CacheConflictStrategy(BaseStrategy):
                                                 "database record"})
 
     async def invalidate_only(self, ctx: StrategyContext, key: str, corruption: str) -> None:
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         await self.command(cc.CacheCommand(f"{event_id}:invalidate", cc.INVALIDATE, key,
                                            lifecycle.now_ms(), ctx.incident.incident_id,
                                            reason=f"{corruption}_recovery"))
@@ -360,8 +361,8 @@ class CacheConflictStrategy(BaseStrategy):
 
     async def version_conflict(self, ctx: StrategyContext, key: str,
                                detail: dict[str, Any]) -> None:
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
-        versions = versions_of(ctx.event["kind"], detail)
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
+        versions = versions_of(ctx.event.kind, detail)
         resolution = resolve(versions, self.policy.strategy_for(key))
         effects = effects_of(resolution)
         now = lifecycle.now_ms()
@@ -408,7 +409,7 @@ class CacheConflictStrategy(BaseStrategy):
 
     async def emit(self, ctx: StrategyContext, event_type: str, step: str,
                    payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,

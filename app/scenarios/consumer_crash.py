@@ -26,11 +26,12 @@ import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import health
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
-from app.scenarios.shared.incidents import classification_of, detail_of, note_report
+from app.scenarios.shared.incidents import classification_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +60,27 @@ def response_for(severity: str) -> str:
     return LOG
 
 
-def consumer_of(event: dict[str, Any]) -> str | None:
+def consumer_of(event: FailureEvent) -> str | None:
     """The crashed consumer: its group as reported, else the detail's consumer id."""
-    group = (event.get("source") or {}).get("consumer_group")
+    group = event.consumer_group
     if group:
         return str(group)
-    detail = detail_of(event, "ConsumerCrashed")
+    detail = event.detail("ConsumerCrashed")
     return str(detail["consumer_id"]) if detail and detail.get("consumer_id") else None
 
 
-def poisoned_records(event: dict[str, Any]) -> tuple[ctl.RecordId, ...]:
-    failed = event.get("failed_record")
+def poisoned_records(event: FailureEvent) -> tuple[ctl.RecordId, ...]:
+    failed = event.failed_record
     if not failed or int(failed.get("offset", -1)) < 0:
         return ()
     return (ctl.RecordId(str(failed["topic"]), int(failed.get("partition", 0)),
                          int(failed["offset"])),)
 
 
-def quarantines(event: dict[str, Any], decision: d.Decision | None) -> bool:
+def quarantines(event: FailureEvent, decision: d.Decision | None) -> bool:
     """A crash whose generic decision is Poison: FATAL/CRITICAL at once, or ERROR once its
     reprocessing retries ran out."""
-    return event["kind"] == KIND and isinstance(decision, d.Poison)
+    return event.kind == KIND and isinstance(decision, d.Poison)
 
 
 def handled_as(severity: str) -> str:
@@ -88,16 +89,16 @@ def handled_as(severity: str) -> str:
     return severity if severity in ("FATAL", "CRITICAL") else "CRITICAL"
 
 
-def stop_command(event: dict[str, Any], group: str, incident_id: str,
+def stop_command(event: FailureEvent, group: str, incident_id: str,
                  issued_at_ms: int) -> ctl.ControlCommand:
-    return ctl.control_command(ctl.STOP, group, command_id=f"{event['event_id']}:stop",
+    return ctl.control_command(ctl.STOP, group, command_id=f"{event.event_id}:stop",
                                incident_id=incident_id, issued_at_ms=issued_at_ms)
 
 
-def restart_command(event: dict[str, Any], group: str, incident_id: str,
+def restart_command(event: FailureEvent, group: str, incident_id: str,
                     issued_at_ms: int) -> ctl.ControlCommand:
     return ctl.control_command(ctl.RESTART_SAFE_MODE, group,
-                               command_id=f"{event['event_id']}:restart-safe-mode",
+                               command_id=f"{event.event_id}:restart-safe-mode",
                                incident_id=incident_id, options=dict(ctl.SAFE_MODE_OPTIONS),
                                skip=poisoned_records(event), issued_at_ms=issued_at_ms)
 
@@ -130,25 +131,25 @@ class ConsumerCrashStrategy(BaseStrategy):
         self.heartbeats_topic = services.settings.topic("recovery.heartbeats")
 
     # Minor errors: the strategy takes the event; nothing is retried or quarantined.
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] == KIND and response_for(
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind == KIND and response_for(
             classification_of(self.services, event).severity) == LOG
 
     async def handle(self, ctx: StrategyContext) -> None:
         event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event["event_id"], incident.incident_id
+        event_id, incident_id = event.event_id, incident.incident_id
         logged = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
                              state="completed", what="minor consumer error logged")
         if logged is not incident:
             ctx.incidents[incident_id] = logged.to_json()
         log.warning("minor consumer error (%s) in %s: %s", ctx.classification.severity,
-                    consumer_of(event), event["error"]["message"])
+                    consumer_of(event), event.message)
         common = {"failure_event_id": event_id, "classification": ctx.classification.as_record()}
         await self.services.emit(ERROR_LOGGED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "logged"),
                                  payload={"consumerId": consumer_of(event),
                                           "severity": ctx.classification.severity,
-                                          "error": event["error"]["message"],
+                                          "error": event.message,
                                           "processingContinues": True}, **common)
         await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "completed"),
@@ -162,7 +163,7 @@ class ConsumerCrashStrategy(BaseStrategy):
         if not quarantines(ctx.event, ctx.decision) or group is None:
             if quarantines(ctx.event, ctx.decision):
                 log.info("crash report %s names no consumer: nothing to stop or restart",
-                            ctx.event["event_id"])
+                            ctx.event.event_id)
             return False
         command = stop_command(ctx.event, group, ctx.incident.incident_id, lifecycle.now_ms())
         await self.send_command(command)
@@ -217,7 +218,7 @@ class ConsumerCrashStrategy(BaseStrategy):
 
     async def emit_step(self, ctx: StrategyContext, event_type: str, step: str, group: str,
                         command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,

@@ -38,13 +38,14 @@ from typing import Any
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.failure_event import SUBJECT as FAILURE_SUBJECT
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DeliveryPolicy
-from app.scenarios.shared.incidents import classification_of, detail_of, note_report
+from app.scenarios.shared.incidents import classification_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,8 @@ def handler_for(classification_type: str) -> str:
 
 # ---- consumer_unavailable ---------------------------------------------------------------
 
-def failed_consumers(event: dict[str, Any]) -> list[str]:
-    detail = detail_of(event, DETAIL) or {}
+def failed_consumers(event: FailureEvent) -> list[str]:
+    detail = event.detail(DETAIL) or {}
     seen: list[str] = []
     for consumer in detail.get("failed_consumers") or []:
         if consumer and consumer not in seen:
@@ -89,21 +90,21 @@ def failed_consumers(event: dict[str, Any]) -> list[str]:
     return seen
 
 
-def is_child(event: dict[str, Any]) -> bool:
-    return PARENT_INCIDENT in ((event.get("error") or {}).get("details") or {})
+def is_child(event: FailureEvent) -> bool:
+    return PARENT_INCIDENT in event.error_details
 
 
-def needs_split(event: dict[str, Any], classification_type: str) -> bool:
+def needs_split(event: FailureEvent, classification_type: str) -> bool:
     """A consumer_unavailable report carrying the undelivered event and naming failed
     consumers other than just its own consumer group is split into one report per consumer.
     (Without the event there is nothing to keep for each consumer: the generic path
     dead-letters the report.)"""
-    if event.get("kind") != KIND or classification_type != CONSUMER_UNAVAILABLE:
+    if event.kind != KIND or classification_type != CONSUMER_UNAVAILABLE:
         return False
-    if not event.get("failed_record"):
+    if not event.failed_record:
         return False
     consumers = failed_consumers(event)
-    own = (event.get("source") or {}).get("consumer_group")
+    own = event.consumer_group
     return bool(consumers) and consumers != [own] and not is_child(event)
 
 
@@ -114,14 +115,17 @@ def child_incident(parent_incident: str, consumer: str) -> str:
 def child_event(parent: dict[str, Any], parent_incident: str, consumer: str,
                 policy: DeliveryPolicy) -> dict[str, Any]:
     """The report for one consumer: the same failed record, this consumer's group and
-    redelivery topic, a deterministic id (the same parent always gives the same child)."""
-    detail = detail_of(parent, DETAIL) or {}
+    redelivery topic, a deterministic id (the same parent always gives the same child).
+    A new failure event, so built on the parent's raw record (`FailureEvent.raw`, what the
+    codec encodes) as new_failure_event builds one."""
+    reported = FailureEvent(parent)
+    detail = reported.detail(DETAIL) or {}
     error = dict(parent["error"])
-    error["details"] = {**(error.get("details") or {}), PARENT_INCIDENT: parent_incident,
-                        PARENT_EVENT: parent["event_id"]}
+    error["details"] = {**reported.error_details, PARENT_INCIDENT: parent_incident,
+                        PARENT_EVENT: reported.event_id}
     return {
         **parent,
-        "event_id": str(uuid.uuid5(CHILD_NAMESPACE, f"{parent['event_id']}/{consumer}")),
+        "event_id": str(uuid.uuid5(CHILD_NAMESPACE, f"{reported.event_id}/{consumer}")),
         "work_item_id": child_incident(parent_incident, consumer),
         "source": {**parent["source"], "consumer_group": consumer},
         "error": error,
@@ -161,9 +165,9 @@ class EscalateTopic:
 TopicStep = CreateTopic | UseFallback | EscalateTopic
 
 
-def missing_topic(event: dict[str, Any]) -> str | None:
-    detail = detail_of(event, DETAIL) or {}
-    return detail.get("target_topic") or (event.get("failed_record") or {}).get("topic")
+def missing_topic(event: FailureEvent) -> str | None:
+    detail = event.detail(DETAIL) or {}
+    return detail.get("target_topic") or (event.failed_record or {}).get("topic")
 
 
 def definition_of(topic: str, specs: list[TopicSpec], prefix: str) -> TopicSpec | None:
@@ -191,13 +195,13 @@ def topic_step(topic: str | None, *, definition: TopicSpec | None, creation_allo
     return EscalateTopic(f"{why}, and no fallback topic is configured")
 
 
-def delivery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
+def delivery_failed_fields(event: FailureEvent) -> dict[str, Any]:
     """The source's communication/event_delivery_failed payload fields."""
-    detail = detail_of(event, DETAIL) or {}
-    failed = event.get("failed_record") or {}
+    detail = event.detail(DETAIL) or {}
+    failed = event.failed_record or {}
     return {
         "affectedConsumers": failed_consumers(event),
-        "deliveryError": {"type": event["error"]["type"], "cause": detail.get("cause"),
+        "deliveryError": {"type": event.error_type, "cause": detail.get("cause"),
                           "targetTopic": detail.get("target_topic"),
                           "messageSize": detail.get("message_size"),
                           "sizeLimit": detail.get("size_limit")},
@@ -228,16 +232,16 @@ class EventDeliveryStrategy(BaseStrategy):
         self.policy = services.scenario_policies.delivery
         self.failures_topic = services.settings.topic("recovery.failures")
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        return delivery_failed_fields(event) if event["kind"] == KIND else {}
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        return delivery_failed_fields(event) if event.kind == KIND else {}
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
+    def takes_over(self, event: FailureEvent) -> bool:
         return needs_split(event, classification_of(self.services, event).type)
 
     async def handle(self, ctx: StrategyContext) -> None:
         """Splits a report per failed consumer; each child goes through the pipeline."""
         event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event["event_id"], incident.incident_id
+        event_id, incident_id = event.event_id, incident.incident_id
         consumers = failed_consumers(event)
         noted = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
                             state="split", what=f"split per consumer: {', '.join(consumers)}")
@@ -258,7 +262,7 @@ class EventDeliveryStrategy(BaseStrategy):
                                           "handler": handler_for(ctx.classification.type)})
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
-        if ctx.event["kind"] != KIND:
+        if ctx.event.kind != KIND:
             return False
         if ctx.classification.type == CONSUMER_UNAVAILABLE:
             await self.alternative_delivery(ctx)
@@ -271,7 +275,7 @@ class EventDeliveryStrategy(BaseStrategy):
     async def alternative_delivery(self, ctx: StrategyContext) -> None:
         event, incident = ctx.event, ctx.incident
         topic = alternative_topic(ctx.decision, incident, self.policy,
-                                  bool(event.get("failed_record")))
+                                  bool(event.failed_record))
         if topic is None:
             return
         original = routing.original_of(event, ctx.record)
@@ -279,9 +283,9 @@ class EventDeliveryStrategy(BaseStrategy):
                                   **{ALTERNATIVE_HEADER: "1"})
         await self.services.send(routing.moved(topic, original, headers))
         await self.services.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
-                                 step_id=lifecycle.step_id(event["event_id"],
+                                 step_id=lifecycle.step_id(event.event_id,
                                                            "alternative-delivery"),
-                                 failure_event_id=event["event_id"],
+                                 failure_event_id=event.event_id,
                                  classification=ctx.classification.as_record(),
                                  attempt=incident.attempts,
                                  payload={"consumer": incident.consumer_group,
@@ -297,10 +301,10 @@ class EventDeliveryStrategy(BaseStrategy):
         step = topic_step(topic, definition=definition,
                           creation_allowed=self.settings.create_missing_topics,
                           fallback=fallback)
-        common = {"failure_event_id": event["event_id"],
+        common = {"failure_event_id": event.event_id,
                   "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
-        event_id, incident_id = event["event_id"], incident.incident_id
+        event_id, incident_id = event.event_id, incident.incident_id
         if isinstance(step, CreateTopic):
             loop = asyncio.get_running_loop()
             try:
@@ -332,7 +336,7 @@ class EventDeliveryStrategy(BaseStrategy):
         target = step.spec.name if isinstance(step, CreateTopic) else step.topic
         assert topic is not None
         delivered = False
-        if event.get("failed_record"):
+        if event.failed_record:
             original = routing.original_of(event, ctx.record)
             await self.services.send(routing.redelivery(
                 target, original.key, original.value,

@@ -45,13 +45,13 @@ import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import Fallback, McpPolicy
 from app.scenarios.shared import tool_registry as reg
-from app.scenarios.shared.incidents import detail_of
 
 log = logging.getLogger(__name__)
 
@@ -278,15 +278,15 @@ def degraded_reply(tool: str | None, step: ReturnDegraded, incident_id: str) -> 
                          "incidentId": incident_id})
 
 
-def connection_lost_fields(event: dict[str, Any], entries: list[reg.ToolEntry]
+def connection_lost_fields(event: FailureEvent, entries: list[reg.ToolEntry]
                            ) -> dict[str, Any]:
     """The source's communication/mcp_connection_lost payload fields."""
-    detail = detail_of(event, DETAIL) or {}
+    detail = event.detail(DETAIL) or {}
     server = detail.get("server_id")
     last = detail.get("last_successful_connection")
     if hasattr(last, "timestamp"):
         last = int(last.timestamp() * 1000)
-    return {"serverId": server, "errorType": event["error"]["type"],
+    return {"serverId": server, "errorType": event.error_type,
             "lastSuccessfulConnection": last,
             "affectedTools": reg.tools_of(entries, server) if server else []}
 
@@ -306,16 +306,16 @@ class McpConnectionStrategy(BaseStrategy):
         self.plans = app.Table("mcp-routes", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        if event["kind"] != KIND:
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        if event.kind != KIND:
             return {}
         return connection_lost_fields(event, self.registry.entries())
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident
-        if event["kind"] != KIND:
+        if event.kind != KIND:
             return False
-        event_id = event["event_id"]
+        event_id = event.event_id
         plan = Plan.from_json(self.plans.get(incident.incident_id))
         if plan is not None and plan.cycle == incident.cycle:
             done_before = plan.step_for(event_id)
@@ -323,10 +323,10 @@ class McpConnectionStrategy(BaseStrategy):
                 await self.send_step(ctx, plan, step_from_json(done_before))
                 return True
         active = plan is not None and plan.cycle == incident.cycle and not plan.done
-        how = engagement(event["kind"], ctx.classification.type, ctx.decision, active)
+        how = engagement(event.kind, ctx.classification.type, ctx.decision, active)
         if how is None:
             return False
-        detail = detail_of(event, DETAIL) or {}
+        detail = event.detail(DETAIL) or {}
         if how == "continue" and plan is not None:
             if isinstance(ctx.decision, d.AlternativeRoute) and plan.mode == PROTOCOL:
                 plan = replace(plan, mode=ALTERNATIVES)
@@ -370,8 +370,8 @@ class McpConnectionStrategy(BaseStrategy):
 
     async def send_step(self, ctx: StrategyContext, plan: Plan, step: Step) -> None:
         event, incident, services = ctx.event, ctx.incident, self.services
-        event_id, incident_id = event["event_id"], incident.incident_id
-        detail = detail_of(event, DETAIL) or {}
+        event_id, incident_id = event.event_id, incident.incident_id
+        detail = event.detail(DETAIL) or {}
         common = {"failure_event_id": event_id,
                   "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
@@ -432,8 +432,8 @@ class McpConnectionStrategy(BaseStrategy):
                                     outcome="escalated",
                                     payload={**base, "reason": reason, "error": ROUTING_ERROR,
                                              "originalError": {
-                                                 "type": event["error"]["type"],
-                                                 "message": event["error"]["message"],
+                                                 "type": event.error_type,
+                                                 "message": event.message,
                                                  "serverId": detail.get("server_id")},
                                              "toolRequest": {
                                                  "toolName": plan.tool,

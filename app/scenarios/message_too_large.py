@@ -28,6 +28,7 @@ from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.clock import now_ms
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.oversize import headers as oh
 from app.oversize import policy as op
@@ -45,15 +46,8 @@ CAUSE = "MESSAGE_TOO_LARGE"
 MESSAGE_TOO_LARGE_ERROR = "MessageTooLargeError"
 
 
-def detail_of(event: dict[str, Any]) -> dict[str, Any]:
-    detail = event.get("detail")
-    if isinstance(detail, tuple) and len(detail) == 2 and isinstance(detail[1], dict):
-        return detail[1]
-    return detail if isinstance(detail, dict) else {}
-
-
-def is_message_too_large(event: dict[str, Any]) -> bool:
-    return event.get("kind") == KIND and detail_of(event).get("cause") == CAUSE
+def is_message_too_large(event: FailureEvent) -> bool:
+    return event.kind == KIND and event.detail_fields.get("cause") == CAUSE
 
 
 def size_limit(reported: int | None, topic_limit: int | None, producer_limit: int,
@@ -81,7 +75,7 @@ class MessageTooLargeStrategy(BaseStrategy):
             self._store = store_from_settings(self.settings)
         return self._store
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
+    def takes_over(self, event: FailureEvent) -> bool:
         return is_message_too_large(event)
 
     def producer_limit(self) -> int:
@@ -95,13 +89,13 @@ class MessageTooLargeStrategy(BaseStrategy):
 
     async def handle(self, ctx: StrategyContext) -> None:
         event, services = ctx.event, ctx.services
-        event_id = event["event_id"]
+        event_id = event.event_id
         incident = ctx.incident
-        detail = detail_of(event)
+        detail = event.detail_fields
         common = {"failure_event_id": event_id, "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
         original = routing.original_of(event, ctx.record)
-        failed = event.get("failed_record")
+        failed = event.failed_record
         target = detail.get("target_topic") or (failed or {}).get("topic")
         facts = {"messageSize": detail.get("message_size"), "sizeLimit": detail.get("size_limit"),
                  "targetTopic": target}
@@ -115,7 +109,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         if isinstance(unpacked, str):
             await self._poison(ctx, original, common, unpacked)
             return
-        message_id = event.get("work_item_id") or event_id
+        message_id = event.work_item_id or event_id
         policy = policy_for(self.settings, target)
         topic_limit = await loop.run_in_executor(None, self.topic_limit, target)
         limit = size_limit(detail.get("size_limit"), topic_limit, self.producer_limit(), policy)
@@ -189,7 +183,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         if ctx.incidents is None:
             return
         before: Incident = ctx.incident
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         seen = before.seen if event_id in before.seen else (*before.seen, event_id)[-50:]
         after = before.step(now_ms(), what, state=state, seen=seen,
                             reports=before.reports + (event_id not in before.seen),

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.kafka import config as kafka_config
 from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
@@ -42,7 +43,7 @@ from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyService
 from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, note_report, occurred_ms
+from app.scenarios.shared.incidents import note_report
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,8 @@ class NetworkPartitionStrategy(BaseStrategy):
         self.watches = w.ensure(app, services)
         self.watches.register(RECOVERY_WATCH, self.on_healed_in_time, self.on_not_healed)
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] == KIND
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind == KIND
 
     def open_partitions(self) -> list[str]:
         """Partitions detected and not healed yet (read by coordinated recovery)."""
@@ -246,7 +247,7 @@ class NetworkPartitionStrategy(BaseStrategy):
                       self.watches.active(RECOVERY_WATCH))
 
     async def handle(self, ctx: StrategyContext) -> None:
-        detail = detail_of(ctx.event, "NetworkPartition")
+        detail = ctx.event.detail("NetworkPartition")
         if not detail or not detail.get("partition_id"):
             await self.emit(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": "the partition report names no partition",
@@ -263,7 +264,7 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     async def detected(self, ctx: StrategyContext, detail: dict[str, Any]) -> None:
         partition_id = str(detail["partition_id"])
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
         mode = mode_for(bool(detail.get("can_operate_autonomously")))
         now = lifecycle.now_ms()
         components = list(detail.get("components") or [])
@@ -279,7 +280,7 @@ class NetworkPartitionStrategy(BaseStrategy):
                          "configuration": command.options["configuration"],
                          "commandId": command.command_id})
         limit = self.services.settings.partition_watch_ms
-        detected_at = occurred_ms(ctx.event)
+        detected_at = ctx.event.occurred_at_ms
         await self.watches.start(w.Watch(
             watch_id_of(partition_id), RECOVERY_WATCH, incident_id, now, detected_at + limit,
             {"partitionId": partition_id, "detectedAt": detected_at, "eventId": event_id,
@@ -307,8 +308,8 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     async def healed(self, ctx: StrategyContext, detail: dict[str, Any]) -> None:
         partition_id = str(detail["partition_id"])
-        event_id, incident = ctx.event["event_id"], ctx.incident
-        healed_at = occurred_ms(ctx.event)
+        event_id, incident = ctx.event.event_id, ctx.incident
+        healed_at = ctx.event.occurred_at_ms
         partitioned = incident.state == "partitioned" and incident.first_failure_ms
         detected_at = incident.first_failure_ms if partitioned else \
             healed_at - self.services.settings.partition_watch_ms
@@ -394,7 +395,7 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     async def emit(self, ctx: StrategyContext, event_type: str, step: str,
                    payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         await self.services.emit(event_type, ctx.incident.incident_id,
                                  step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,

@@ -39,13 +39,13 @@ import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DiscoveryPolicy, McpPolicy
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, occurred_ms
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +234,13 @@ def query_record(watch_id: str, tool: str, description: str, reply_topic: str,
                          "reply_topic": reply_topic, "deadline": deadline_ms})
 
 
-def discovery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
+def discovery_failed_fields(event: FailureEvent) -> dict[str, Any]:
     """The source's communication/tool_discovery_failed payload fields."""
-    detail = detail_of(event, DETAIL) or {}
+    detail = event.detail(DETAIL) or {}
     return {"toolName": detail.get("tool_name"),
-            "errorType": detail.get("error_type") or event["error"]["type"],
+            "errorType": detail.get("error_type") or event.error_type,
             "searchedLocations": list(detail.get("searched_locations") or []),
-            "timestamp": occurred_ms(event)}
+            "timestamp": event.occurred_at_ms}
 
 
 # ---- the request, carried through the watches ------------------------------------------
@@ -285,15 +285,15 @@ class ToolDiscoveryStrategy(BaseStrategy):
         self.started = app.Table("tool-discoveries", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        return discovery_failed_fields(event) if event["kind"] == KIND else {}
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        return discovery_failed_fields(event) if event.kind == KIND else {}
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident
-        if event["kind"] != KIND:
+        if event.kind != KIND:
             return False
-        event_id = event["event_id"]
-        detail = detail_of(event, DETAIL) or {}
+        event_id = event.event_id
+        detail = event.detail(DETAIL) or {}
         original = routing.original_of(event, ctx.record)
         headers = h.with_context(original.headers, routing.context(
             event, original, incident, ctx.classification))
@@ -301,12 +301,12 @@ class ToolDiscoveryStrategy(BaseStrategy):
             "incident_id": incident.incident_id, "event_id": event_id,
             "tool": detail.get("tool_name"), "description": detail.get("description") or "",
             "searched": list(detail.get("searched_locations") or []),
-            "error": {"type": detail.get("error_type") or event["error"]["type"],
-                      "message": event["error"]["message"]},
+            "error": {"type": detail.get("error_type") or event.error_type,
+                      "message": event.message},
             "classification": ctx.classification.as_record(),
             "attempted": [REGISTRY_REFRESH],
             "request": pack_request(original.key, original.value, headers)
-            if event.get("failed_record") else None,
+            if event.failed_record else None,
         }
         before = self.started.get(incident.incident_id)
         if before and before.get("event_id") == event_id:

@@ -105,23 +105,23 @@ def test_the_health_watch_replays_dead_letters_when_the_consumer_recovers() -> N
     ((), "billing", False),
 ])
 def test_split_per_consumer(consumers, group, expected) -> None:
-    assert ev.needs_split(delivery_event(consumers=consumers, group=group),
+    assert ev.needs_split(FailureEvent(delivery_event(consumers=consumers, group=group)),
                           "consumer_unavailable") is expected
 
 
 def test_no_split_for_other_types_children_or_reports_without_the_event() -> None:
     event = delivery_event(consumers=("a", "b"))
-    assert not ev.needs_split(event, "delivery_failure")
-    assert not ev.needs_split(delivery_event(consumers=("a", "b"), record=None),
+    assert not ev.needs_split(FailureEvent(event), "delivery_failure")
+    assert not ev.needs_split(FailureEvent(delivery_event(consumers=("a", "b"), record=None)),
                               "consumer_unavailable")
     child = ev.child_event(event, "evt-1", "a", DeliveryPolicy())
     child["detail"] = ("io.recovery.v1.EventDeliveryFailed", {"failed_consumers": ["x", "y"]})
-    assert not ev.needs_split(child, "consumer_unavailable")
+    assert not ev.needs_split(FailureEvent(child), "consumer_unavailable")
 
 
 def test_child_reports_are_deterministic_and_target_their_consumer() -> None:
     event = delivery_event(consumers=("billing", "mailer", "billing"))
-    assert ev.failed_consumers(event) == ["billing", "mailer"]
+    assert ev.failed_consumers(FailureEvent(event)) == ["billing", "mailer"]
     policy = DeliveryPolicy(redelivery_topics={"mailer": "mail.retry"})
     billing = ev.child_event(event, "evt-1", "billing", policy)
     mailer = ev.child_event(event, "evt-1", "mailer", policy)
@@ -152,7 +152,8 @@ def test_alternative_delivery_at_the_first_decision_where_configured() -> None:
 
 
 def test_delivery_failed_payload_has_the_source_fields() -> None:
-    fields = ev.delivery_failed_fields(delivery_event(consumers=("a", "b"), target="orders"))
+    fields = ev.delivery_failed_fields(FailureEvent(delivery_event(consumers=("a", "b"),
+                                                                  target="orders")))
     assert fields["affectedConsumers"] == ["a", "b"]
     assert fields["deliveryError"]["type"] == "consumer_unavailable"
     assert fields["deliveryError"]["cause"] == "CONSUMER_UNAVAILABLE"
@@ -181,9 +182,12 @@ def test_definition_found_by_name_or_prefixed_name() -> None:
 
 
 def test_missing_topic_from_the_detail_else_the_failed_record() -> None:
-    assert ev.missing_topic(delivery_event("topic_not_found", target="orders.v2")) == "orders.v2"
-    assert ev.missing_topic(delivery_event("topic_not_found")) == "orders"
-    assert ev.missing_topic(delivery_event("topic_not_found", record=None)) is None
+    def missing(**changes: Any) -> str | None:
+        return ev.missing_topic(FailureEvent(delivery_event("topic_not_found", **changes)))
+
+    assert missing(target="orders.v2") == "orders.v2"
+    assert missing() == "orders"
+    assert missing(record=None) is None
 
 
 @pytest.mark.parametrize(("definition", "allowed", "fallback", "error", "expected"), [
@@ -306,4 +310,4 @@ def test_wiring_ignores_other_decisions_and_kinds(tmp_path: Path) -> None:
     assert not asyncio.run(strategy.after_decision(ctx_for(strategy, generic, d.Retry(1, 1000),
                                                            d.Incident("evt-1"))))
     assert strategy.services.sent == [] and strategy.services.events == []
-    assert strategy.reported_fields({"kind": "MCP_CONNECTION_LOST"}) == {}
+    assert strategy.reported_fields(FailureEvent({"kind": "MCP_CONNECTION_LOST"})) == {}

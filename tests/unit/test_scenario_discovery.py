@@ -174,7 +174,7 @@ def test_discovery_failed_payload_has_the_source_fields() -> None:
                               detail=("ToolDiscoveryFailed", {
                                   "tool_name": "x", "error_type": "service_unavailable",
                                   "searched_locations": ["registry"]}))
-    assert t.discovery_failed_fields(event) == {
+    assert t.discovery_failed_fields(FailureEvent(event)) == {
         "toolName": "x", "errorType": "service_unavailable", "searchedLocations": ["registry"],
         "timestamp": 1234}
 

@@ -217,7 +217,7 @@ def test_connection_lost_payload_has_the_source_fields() -> None:
                               detail=("McpConnectionLost", {"server_id": "s1",
                                                             "last_successful_connection": 77}))
     entries = [entry("s1"), entry("s1", tool="get_time"), entry("s2", tool="other")]
-    fields = m.connection_lost_fields(event, entries)
+    fields = m.connection_lost_fields(FailureEvent(event), entries)
     assert fields == {"serverId": "s1", "errorType": "network_timeout",
                       "lastSuccessfulConnection": 77,
                       "affectedTools": ["get_time", "get_weather"]}
