@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -37,6 +38,7 @@ import orjson
 from app.client import cache as cc
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
 from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
@@ -160,10 +162,8 @@ def versions_of(kind: str, detail: dict[str, Any]) -> list[Version]:
             Version("cache", parse_json(detail.get("cache_value_json"), "cache_value_json"))]
 
 
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+def _ms(value: datetime | int | None) -> int | None:
+    return to_ms(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,7 @@ class CacheConflictStrategy(BaseStrategy):
     async def refresh(self, ctx: StrategyContext, key: str, auth: Authoritative,
                       corruption: str) -> None:
         event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         invalidate, refresh = refresh_commands(
             key, auth, event_id=event_id, incident_id=incident_id, now_ms=now,
             ttl_ms=self.policy.refresh_ttl_ms, corruption=corruption,
@@ -304,7 +304,7 @@ class CacheConflictStrategy(BaseStrategy):
         data = watch.data
         key, event_id = data["cacheKey"], data["eventId"]
         valid, why = verified(data["checksum"], result)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         disabled_until = None
         if not valid:
             disable = disable_command(key, event_id=event_id, incident_id=watch.incident_id,
@@ -349,7 +349,7 @@ class CacheConflictStrategy(BaseStrategy):
     async def invalidate_only(self, ctx: StrategyContext, key: str, corruption: str) -> None:
         event_id = ctx.event.event_id
         await self.command(cc.CacheCommand(f"{event_id}:invalidate", cc.INVALIDATE, key,
-                                           lifecycle.now_ms(), ctx.incident.incident_id,
+                                           self.services.clock.now_ms(), ctx.incident.incident_id,
                                            reason=f"{corruption}_recovery"))
         await self.emit(ctx, CACHE_RECOVERY_COMPLETED, "cache-recovery",
                         {"cacheKey": key, "recoveryMethod": "invalidate", "success": True,
@@ -365,7 +365,7 @@ class CacheConflictStrategy(BaseStrategy):
         versions = versions_of(ctx.event.kind, detail)
         resolution = resolve(versions, self.policy.strategy_for(key))
         effects = effects_of(resolution)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         if effects.set_cache:
             await self.command(cc.CacheCommand(
                 f"{event_id}:resolved", cc.SET, key, now, incident_id, value=resolution.value,
@@ -396,8 +396,8 @@ class CacheConflictStrategy(BaseStrategy):
     # ---- plumbing --------------------------------------------------------------------------
 
     def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification, lifecycle.now_ms(),
-                            state=state, what=what)
+        noted = note_report(ctx.incident, ctx.event, ctx.classification,
+                            self.services.clock.now_ms(), state=state, what=what)
         if noted is not ctx.incident:
             ctx.incidents[ctx.incident.incident_id] = noted.to_json()
 

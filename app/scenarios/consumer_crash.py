@@ -138,7 +138,7 @@ class ConsumerCrashStrategy(BaseStrategy):
     async def handle(self, ctx: StrategyContext) -> None:
         event, incident = ctx.event, ctx.incident
         event_id, incident_id = event.event_id, incident.incident_id
-        logged = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
+        logged = note_report(incident, event, ctx.classification, self.services.clock.now_ms(),
                              state="completed", what="minor consumer error logged")
         if logged is not incident:
             ctx.incidents[incident_id] = logged.to_json()
@@ -165,7 +165,8 @@ class ConsumerCrashStrategy(BaseStrategy):
                 log.info("crash report %s names no consumer: nothing to stop or restart",
                             ctx.event.event_id)
             return False
-        command = stop_command(ctx.event, group, ctx.incident.incident_id, lifecycle.now_ms())
+        command = stop_command(ctx.event, group, ctx.incident.incident_id,
+                               self.services.clock.now_ms())
         await self.send_command(command)
         await self.emit_step(ctx, STOP_REQUESTED, "stop", group, command,
                              {"handledAs": handled_as(ctx.classification.severity)})
@@ -176,7 +177,7 @@ class ConsumerCrashStrategy(BaseStrategy):
         if not quarantines(ctx.event, ctx.decision) or group is None:
             return
         command = restart_command(ctx.event, group, ctx.incident.incident_id,
-                                  lifecycle.now_ms())
+                                  self.services.clock.now_ms())
         await self.send_command(command)
         await self.services.send(OutRecord(
             self.heartbeats_topic, group.encode(),
@@ -206,7 +207,7 @@ class ConsumerCrashStrategy(BaseStrategy):
             return
         incident_id = before.watch_incident_id or f"consumer:{group}"
         command = resume_command(group, before.watch_control_id, before.watch_incident_id,
-                                 lifecycle.now_ms())
+                                 self.services.clock.now_ms())
         await self.send_command(command)
         await services.emit(RESUME_REQUESTED, incident_id, step_id=command.command_id,
                             payload={"consumerId": group, "commandId": command.command_id,

@@ -37,6 +37,7 @@ import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
 from app.contracts.records import OutRecord
 from app.pipeline import health
 from app.pipeline.strategy import BaseStrategy, StrategyServices
@@ -306,7 +307,7 @@ class Coordinator(BaseStrategy):
 
         @app.timer(THROTTLE_MS / 1000)
         async def forward_held() -> None:
-            for seen in self.throttle.due(lifecycle.now_ms()):
+            for seen in self.throttle.due(self.services.clock.now_ms()):
                 await self.forward(seen)
 
         @app.agent(coordination, name="coordinator")
@@ -326,14 +327,12 @@ class Coordinator(BaseStrategy):
         if event["event_type"] == lifecycle.FAILURE_RECEIVED:
             payload = orjson.loads(event["payload_json"] or "{}")
             pattern = self.policy.patterns.get(payload.get("kind", ""))
-            occurred = event["occurred_at"]
-            at_ms = int(occurred.timestamp() * 1000) if hasattr(occurred, "timestamp") \
-                else int(occurred)
+            at_ms = to_ms(event["occurred_at"])
             if pattern is not None:
                 seen = self.throttle.admit(Observation(
                     pattern, payload["kind"], incident,
                     (event.get("classification") or {}).get("severity"), at_ms),
-                    lifecycle.now_ms())
+                    self.services.clock.now_ms())
                 if seen is not None:
                     await self.forward(seen)
         elif event.get("outcome") and self.throttle.knows(incident):
@@ -366,7 +365,7 @@ class Coordinator(BaseStrategy):
                 self.table[STATE_KEY] = updated
             return
         state = observe(state, seen, self.window_ms)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         if should_plan(state, now, self.window_ms, self.policy):
             state = {**state, "last_plan_ms": now}
             await self.make_plan(state, now, trigger=seen)
@@ -455,7 +454,7 @@ class Coordinator(BaseStrategy):
         table = self.app.tables.get("consumer-health")
         if table is None:
             return []
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         found = []
         for group, data in sorted(table.items()):
             state = health.ConsumerHealth.from_json(data, group)

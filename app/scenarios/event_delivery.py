@@ -243,7 +243,7 @@ class EventDeliveryStrategy(BaseStrategy):
         event, incident = ctx.event, ctx.incident
         event_id, incident_id = event.event_id, incident.incident_id
         consumers = failed_consumers(event)
-        noted = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
+        noted = note_report(incident, event, ctx.classification, self.services.clock.now_ms(),
                             state="split", what=f"split per consumer: {', '.join(consumers)}")
         if noted is not incident:
             ctx.incidents[incident_id] = noted.to_json()
@@ -355,19 +355,19 @@ class EventDeliveryStrategy(BaseStrategy):
                                      **common)
         action = "topic_created" if isinstance(step, CreateTopic) else "fallback_topic"
         self.record(ctx, "completed", action)
-        first = incident.first_failure_ms
+        first, now = incident.first_failure_ms, self.services.clock.now_ms()
         await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                  step_id=lifecycle.step_id(incident_id, "completed",
                                                            cycle=incident.cycle),
                                  outcome="completed",
-                                 duration_ms=lifecycle.now_ms() - first if first else None,
+                                 duration_ms=now - first if first else None,
                                  payload={"action": action, "target": target,
                                           "delivered": delivered}, **common)
         return True
 
     def record(self, ctx: StrategyContext, state: str, what: str) -> None:
         ctx.incidents[ctx.incident.incident_id] = ctx.incident.step(
-            lifecycle.now_ms(), what, state=state).to_json()
+            self.services.clock.now_ms(), what, state=state).to_json()
 
 
 def install(app: Any, services: StrategyServices) -> EventDeliveryStrategy:

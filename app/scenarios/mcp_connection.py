@@ -45,6 +45,7 @@ import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
 from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
@@ -284,10 +285,8 @@ def connection_lost_fields(event: FailureEvent, entries: list[reg.ToolEntry]
     detail = event.detail(DETAIL) or {}
     server = detail.get("server_id")
     last = detail.get("last_successful_connection")
-    if hasattr(last, "timestamp"):
-        last = int(last.timestamp() * 1000)
     return {"serverId": server, "errorType": event.error_type,
-            "lastSuccessfulConnection": last,
+            "lastSuccessfulConnection": to_ms(last) if last is not None else None,
             "affectedTools": reg.tools_of(entries, server) if server else []}
 
 
@@ -345,7 +344,7 @@ class McpConnectionStrategy(BaseStrategy):
         cached = None
         if plan.tool and plan.mode == ALTERNATIVES:
             found = self.registry.cached(plan.tool, plan.arguments_json or "{}")
-            cached = found if reg.usable(found, lifecycle.now_ms(),
+            cached = found if reg.usable(found, self.services.clock.now_ms(),
                                          self.policy.cache_max_age_ms) else None
         return next_step(plan, failed_server=detail.get("server_id"),
                          candidates=candidates_for(plan.tool, entries, self.policy),
@@ -354,7 +353,7 @@ class McpConnectionStrategy(BaseStrategy):
                          policy=self.policy)
 
     def record_incident(self, ctx: StrategyContext, step: Step) -> None:
-        incident, now = ctx.incident, lifecycle.now_ms()
+        incident, now = ctx.incident, self.services.clock.now_ms()
         match step:
             case RouteToServer(server_id=server, topic=topic):
                 after = incident.step(now, f"rerouted to {server}", state="rerouted",
@@ -422,7 +421,7 @@ class McpConnectionStrategy(BaseStrategy):
                                     step_id=lifecycle.step_id(incident_id, "completed",
                                                               cycle=incident.cycle),
                                     outcome="completed",
-                                    duration_ms=lifecycle.now_ms() - first if first else None,
+                                    duration_ms=services.clock.now_ms() - first if first else None,
                                     payload={"degraded": True, "degradationReason": reason,
                                              "attemptsRequired": incident.attempts},
                                     **common)

@@ -27,7 +27,6 @@ from typing import Any
 from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
 from app.contracts import lifecycle
-from app.contracts.clock import now_ms
 from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.oversize import headers as oh
@@ -185,7 +184,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         before: Incident = ctx.incident
         event_id = ctx.event.event_id
         seen = before.seen if event_id in before.seen else (*before.seen, event_id)[-50:]
-        after = before.step(now_ms(), what, state=state, seen=seen,
+        after = before.step(self.services.clock.now_ms(), what, state=state, seen=seen,
                             reports=before.reports + (event_id not in before.seen),
                             classification=ctx.classification.as_record())
         ctx.incidents[before.incident_id] = after.to_json()

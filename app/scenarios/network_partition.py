@@ -266,7 +266,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         partition_id = str(detail["partition_id"])
         event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
         mode = mode_for(bool(detail.get("can_operate_autonomously")))
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         components = list(detail.get("components") or [])
         self.note(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
         command = mode_command(partition_id, mode, self.policy, event_id=event_id,
@@ -292,7 +292,7 @@ class NetworkPartitionStrategy(BaseStrategy):
     async def on_not_healed(self, watch: w.Watch) -> None:
         """escalatePartitionRecovery: the partition has not healed in time."""
         data = watch.data
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         await self.services.emit(
             lifecycle.ESCALATED, watch.incident_id,
             step_id=lifecycle.step_id(data["eventId"], "not-healed"),
@@ -330,7 +330,7 @@ class NetworkPartitionStrategy(BaseStrategy):
             return
         states = latest_by_side(writes)
         result = merge_partition_states(states, self.policy.conflict_strategy)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         for key, resolution in sorted(result.conflicts.items()):
             await self.services.send(OutRecord(self.audit_topic, key.encode(), orjson.dumps({
                 "audit_id": f"{event_id}:audit:{key}", "type": AUDIT_TYPE,
@@ -388,8 +388,8 @@ class NetworkPartitionStrategy(BaseStrategy):
     # ---- plumbing ----------------------------------------------------------------------
 
     def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification, lifecycle.now_ms(),
-                            state=state, what=what)
+        noted = note_report(ctx.incident, ctx.event, ctx.classification,
+                            self.services.clock.now_ms(), state=state, what=what)
         if noted is not ctx.incident:
             ctx.incidents[ctx.incident.incident_id] = noted.to_json()
 

@@ -314,7 +314,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
             started_at = int(before["at"])
         else:
             step = first_step(data["tool"], self.registry.entries(), self.policy, self.servers)
-            started_at = lifecycle.now_ms()
+            started_at = self.services.clock.now_ms()
             self.started[incident.incident_id] = {"event_id": event_id, "at": started_at,
                                                   "step": step_to_json(step)}
             done = isinstance(step, NotFound)
@@ -447,7 +447,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
             attempted.append(SEMANTIC_MATCHING)  # nothing similar enough to suggest
         if isinstance(step, Discovered):
             attempted.append(DYNAMIC_WRAPPING)
-        await self.take(step, {**data, "attempted": attempted}, lifecycle.now_ms())
+        await self.take(step, {**data, "attempted": attempted}, self.services.clock.now_ms())
 
 
 _STEPS: dict[str, type] = {"discovered": Discovered, "query_servers": QueryServers,

@@ -12,6 +12,7 @@ import pytest
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
@@ -223,6 +224,7 @@ def test_fallback_topic_per_topic_or_any() -> None:
 class Recorder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clock = ManualClock(1_700_000_000_000)
         self.codec = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO_ROOT / "schemas")))
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.pipeline import decide as d
 from app.pipeline.classify import classify
@@ -191,6 +192,7 @@ class Recorder:
     topics = SimpleNamespace(commands="p.recovery.incident-commands")
 
     def __init__(self) -> None:
+        self.clock = ManualClock(1_700_000_000_000)
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.pipeline import decide as d
 from app.pipeline.classify import Classification, classify
@@ -239,6 +240,7 @@ class FakeRegistry:
 
 class Recorder:
     def __init__(self) -> None:
+        self.clock = ManualClock(1_700_000_000_000)
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,19 +30,19 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from app.contracts import headers as h
+from app.contracts.clock import SYSTEM, Clock
 
 if TYPE_CHECKING:
+    from confluent_kafka import Producer
+
     from app.pipeline.strategy import StrategyServices
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPIC = "recovery.tool-registry"
 RESULTS_TOPIC = "recovery.tool-results"
 QUERIES_TOPIC = "recovery.tool-queries"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -218,11 +217,10 @@ def withdraw_record(server_id: str, tool: str) -> tuple[bytes, bytes]:
             orjson.dumps({"op": "withdraw", "server_id": server_id, "tool": tool}))
 
 
-def result_record(tool: str, arguments: Any, result: Any, stored_at: int | None = None
+def result_record(tool: str, arguments: Any, result: Any, stored_at: int
                   ) -> tuple[bytes, bytes]:
     return cache_key(tool, arguments).encode(), orjson.dumps({
-        "tool": tool, "arguments": arguments, "result": result,
-        "stored_at": stored_at if stored_at is not None else now_ms()})
+        "tool": tool, "arguments": arguments, "result": result, "stored_at": stored_at})
 
 
 def reply_topic_of(headers: h.Headers, header: str) -> str | None:
@@ -233,7 +231,8 @@ class ToolDirectoryClient:
     """What a tool server (announce, withdraw, answer discovery queries) and a tool caller
     (remember results) send to the recovery service."""
 
-    def __init__(self, settings: Any = None, producer: Any = None):
+    def __init__(self, settings: Settings | None = None, producer: Producer | None = None,
+                 clock: Clock = SYSTEM):
         from confluent_kafka import Producer
 
         from app.kafka import config as kafka_config
@@ -241,6 +240,7 @@ class ToolDirectoryClient:
 
         self.settings = settings or get_settings()
         self.producer = producer or Producer(kafka_config.producer_config(self.settings))
+        self.clock = clock  # when a remembered result was stored
 
     def _send(self, logical: str, key: bytes, value: bytes) -> None:
         self.producer.produce(self.settings.topic(logical), key=key, value=value)
@@ -253,7 +253,8 @@ class ToolDirectoryClient:
         self._send(TOPIC, *withdraw_record(server_id, tool))
 
     def remember_result(self, tool: str, arguments: Any, result: Any) -> None:
-        self._send(RESULTS_TOPIC, *result_record(tool, arguments, result))
+        self._send(RESULTS_TOPIC, *result_record(tool, arguments, result,
+                                                 stored_at=self.clock.now_ms()))
 
     def answer_query(self, query: dict[str, Any], entry: ToolEntry) -> None:
         """A server that offers the queried tool answers the discovery query (Scenario 2)."""

@@ -17,7 +17,6 @@ ignored, so a late answer after expiry changes nothing. The decisions are pure (
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -111,7 +110,8 @@ class Watches:
         async def watch_timer() -> None:
             # Every worker nudges the watches it holds; a nudge for a watch that has ended
             # (or that another worker nudged first) is ignored.
-            for watch_id in overdue([w for w in list(self.table.values()) if w], now()):
+            for watch_id in overdue([w for w in list(self.table.values()) if w],
+                                    self.services.clock.now_ms()):
                 await self.topic.send(key=watch_id.encode(),
                                       value=orjson.dumps({"op": "check", "watch_id": watch_id}))
 
@@ -137,7 +137,7 @@ class Watches:
             log.warning("ignoring malformed watch record %r", value[:200] if value else value)
             return
         try:
-            outcome = step(self.table.get(watch_id), message, now())
+            outcome = step(self.table.get(watch_id), message, self.services.clock.now_ms())
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring watch record for %s: %s", watch_id, exc)
             return
@@ -170,10 +170,6 @@ def _out(topic: str, key: str, value: bytes) -> Any:
     from app.contracts.records import OutRecord
 
     return OutRecord(topic, key.encode(), value, [])
-
-
-def now() -> int:
-    return int(time.time() * 1000)
 
 
 def ensure(app: Any, services: StrategyServices) -> Watches:
