@@ -45,7 +45,7 @@ from app.pipeline.conflicts import Resolution, Version, checksum, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import CachePolicy
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import note_report
+from app.scenarios.shared.incidents import emit_step, note_handled
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,9 @@ class CacheConflictStrategy(BaseStrategy):
             key, auth, event_id=event_id, incident_id=incident_id, now_ms=now,
             ttl_ms=self.policy.refresh_ttl_ms, corruption=corruption,
             reply_topic=self.watches.topic_name)
-        self.note(ctx, "verifying", "cache refreshed; waiting for its verification")
+        note_handled(ctx, "verifying", "cache refreshed; waiting for its verification")
         timeout = self.services.settings.cache_verify_timeout_ms
-        await self.emit(ctx, CACHE_REFRESH_REQUESTED, "refresh",
+        await emit_step(ctx, CACHE_REFRESH_REQUESTED, "refresh",
                         {"cacheKey": key, "authoritativeSource": auth.source,
                          "version": auth.version, "checksum": refresh.checksum,
                          "ttlMs": refresh.ttl_ms, "metadata": refresh.metadata,
@@ -336,7 +336,7 @@ class CacheConflictStrategy(BaseStrategy):
                                               "meanwhile"}, **common)
 
     async def orphaned(self, ctx: StrategyContext, key: str, detail: dict[str, Any]) -> None:
-        await self.emit(ctx, ORPHANED_CACHE_ENTRY, "orphaned",
+        await emit_step(ctx, ORPHANED_CACHE_ENTRY, "orphaned",
                         {"cacheKey": key, "affectedEntries": list(detail.get("affected_entries")
                                                                   or []),
                          "cacheValue": parse_json(detail.get("cache_value_json"),
@@ -351,7 +351,7 @@ class CacheConflictStrategy(BaseStrategy):
         await self.command(cc.CacheCommand(f"{event_id}:invalidate", cc.INVALIDATE, key,
                                            self.services.clock.now_ms(), ctx.incident.incident_id,
                                            reason=f"{corruption}_recovery"))
-        await self.emit(ctx, CACHE_RECOVERY_COMPLETED, "cache-recovery",
+        await emit_step(ctx, CACHE_RECOVERY_COMPLETED, "cache-recovery",
                         {"cacheKey": key, "recoveryMethod": "invalidate", "success": True,
                          "cachingDisabled": False, "originalCorruption": corruption})
         await self.finish(ctx, "completed", "cache entry invalidated",
@@ -379,7 +379,7 @@ class CacheConflictStrategy(BaseStrategy):
             self.audit_topic, key.encode(),
             orjson.dumps(audit_record(key, resolution, versions, incident_id=incident_id,
                                       event_id=event_id, now_ms=now)), []))
-        await self.emit(ctx, VERSION_CONFLICT_RESOLVED, "resolved",
+        await emit_step(ctx, VERSION_CONFLICT_RESOLVED, "resolved",
                         {"cacheKey": key, **{k: v for k, v in resolution.as_record().items()
                                              if k != "action"},
                          "resolution": resolution.action})
@@ -395,26 +395,12 @@ class CacheConflictStrategy(BaseStrategy):
 
     # ---- plumbing --------------------------------------------------------------------------
 
-    def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification,
-                            self.services.clock.now_ms(), state=state, what=what)
-        if noted is not ctx.incident:
-            ctx.incidents[ctx.incident.incident_id] = noted.to_json()
-
     async def finish(self, ctx: StrategyContext, state: str, what: str, event_type: str,
                      payload: dict[str, Any]) -> None:
-        self.note(ctx, state, what)
+        note_handled(ctx, state, what)
         outcome = "completed" if event_type == lifecycle.RECOVERY_COMPLETED else "escalated"
-        await self.emit(ctx, event_type, outcome, payload, outcome=outcome)
+        await emit_step(ctx, event_type, outcome, payload, outcome=outcome)
 
-    async def emit(self, ctx: StrategyContext, event_type: str, step: str,
-                   payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event.event_id
-        await self.services.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 outcome=outcome, payload=payload)
 
     async def command(self, command: cc.CacheCommand) -> None:
         await self.services.send(OutRecord(self.cache_topic, command.key.encode(),

@@ -31,7 +31,7 @@ from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import health
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
-from app.scenarios.shared.incidents import classification_of, note_report
+from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
 
 log = logging.getLogger(__name__)
 
@@ -136,26 +136,16 @@ class ConsumerCrashStrategy(BaseStrategy):
             classification_of(self.services, event).severity) == LOG
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event.event_id, incident.incident_id
-        logged = note_report(incident, event, ctx.classification, self.services.clock.now_ms(),
-                             state="completed", what="minor consumer error logged")
-        if logged is not incident:
-            ctx.incidents[incident_id] = logged.to_json()
+        event = ctx.event
+        note_handled(ctx, "completed", "minor consumer error logged")
         log.warning("minor consumer error (%s) in %s: %s", ctx.classification.severity,
                     consumer_of(event), event.message)
-        common = {"failure_event_id": event_id, "classification": ctx.classification.as_record()}
-        await self.services.emit(ERROR_LOGGED, incident_id,
-                                 step_id=lifecycle.step_id(event_id, "logged"),
-                                 payload={"consumerId": consumer_of(event),
-                                          "severity": ctx.classification.severity,
-                                          "error": event.message,
-                                          "processingContinues": True}, **common)
-        await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
-                                 step_id=lifecycle.step_id(event_id, "completed"),
-                                 outcome="completed",
-                                 payload={"action": "logged", "processingContinues": True},
-                                 **common)
+        await emit_step(ctx, ERROR_LOGGED, "logged",
+                        {"consumerId": consumer_of(event),
+                         "severity": ctx.classification.severity, "error": event.message,
+                         "processingContinues": True})
+        await emit_step(ctx, lifecycle.RECOVERY_COMPLETED, "completed",
+                        {"action": "logged", "processingContinues": True}, outcome="completed")
 
     # FATAL / CRITICAL (and ERROR once exhausted): stop before the poison, restart after.
     async def after_decision(self, ctx: StrategyContext) -> bool:
@@ -168,8 +158,8 @@ class ConsumerCrashStrategy(BaseStrategy):
         command = stop_command(ctx.event, group, ctx.incident.incident_id,
                                self.services.clock.now_ms())
         await self.send_command(command)
-        await self.emit_step(ctx, STOP_REQUESTED, "stop", group, command,
-                             {"handledAs": handled_as(ctx.classification.severity)})
+        await self.emit_command(ctx, STOP_REQUESTED, "stop", group, command,
+                                {"handledAs": handled_as(ctx.classification.severity)})
         return False
 
     async def after_apply(self, ctx: StrategyContext) -> None:
@@ -183,11 +173,12 @@ class ConsumerCrashStrategy(BaseStrategy):
             self.heartbeats_topic, group.encode(),
             orjson.dumps(watch_start(group, command)), []))
         watch = self.services.watch
-        await self.emit_step(ctx, SAFE_MODE_RESTART_REQUESTED, "restart-safe-mode", group,
-                             command, {"options": command.options,
-                                       "skip": [s.to_json() for s in command.skip],
-                                       "monitoring": {"checkIntervalMs": watch.check_interval_ms,
-                                                      "windowMs": watch.window_ms}})
+        await self.emit_command(ctx, SAFE_MODE_RESTART_REQUESTED, "restart-safe-mode", group,
+                                command, {"options": command.options,
+                                          "skip": [s.to_json() for s in command.skip],
+                                          "monitoring": {
+                                              "checkIntervalMs": watch.check_interval_ms,
+                                              "windowMs": watch.window_ms}})
 
     async def on_completed(self, services: StrategyServices, incident: d.Incident) -> None:
         if (incident.classification or {}).get("type") != CRASH_TYPE:
@@ -217,16 +208,11 @@ class ConsumerCrashStrategy(BaseStrategy):
         await self.services.send(OutRecord(self.control_topic, command.target.encode(),
                                            command.encode(), []))
 
-    async def emit_step(self, ctx: StrategyContext, event_type: str, step: str, group: str,
-                        command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
-        event_id = ctx.event.event_id
-        await self.services.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 attempt=ctx.incident.attempts,
-                                 payload={"consumerId": group, "commandId": command.command_id,
-                                          "command": command.command, **extra})
+    async def emit_command(self, ctx: StrategyContext, event_type: str, step: str, group: str,
+                           command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
+        await emit_step(ctx, event_type, step,
+                        {"consumerId": group, "commandId": command.command_id,
+                         "command": command.command, **extra}, attempt=ctx.incident.attempts)
 
 
 def install(app: Any, services: StrategyServices) -> ConsumerCrashStrategy:

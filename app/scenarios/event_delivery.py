@@ -45,7 +45,7 @@ from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DeliveryPolicy
-from app.scenarios.shared.incidents import classification_of, note_report
+from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
 
 log = logging.getLogger(__name__)
 
@@ -240,13 +240,9 @@ class EventDeliveryStrategy(BaseStrategy):
 
     async def handle(self, ctx: StrategyContext) -> None:
         """Splits a report per failed consumer; each child goes through the pipeline."""
-        event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event.event_id, incident.incident_id
+        event, incident_id = ctx.event, ctx.incident.incident_id
         consumers = failed_consumers(event)
-        noted = note_report(incident, event, ctx.classification, self.services.clock.now_ms(),
-                            state="split", what=f"split per consumer: {', '.join(consumers)}")
-        if noted is not incident:
-            ctx.incidents[incident_id] = noted.to_json()
+        note_handled(ctx, "split", f"split per consumer: {', '.join(consumers)}")
         children = []
         for consumer in consumers:
             child = child_event(event.raw, incident_id, consumer, self.policy)
@@ -255,11 +251,10 @@ class EventDeliveryStrategy(BaseStrategy):
                 self.failures_topic, child["work_item_id"].encode(),
                 self.services.codec.encode(FAILURE_SUBJECT, child), []))
         # The parent's own outcome: "split"; each child then ends in one of the usual ones.
-        await self.services.emit(SPLIT, incident_id, step_id=lifecycle.step_id(event_id, "split"),
-                                 failure_event_id=event_id, outcome=SPLIT_OUTCOME,
-                                 classification=ctx.classification.as_record(),
-                                 payload={"consumers": consumers, "childIncidents": children,
-                                          "handler": handler_for(ctx.classification.type)})
+        await emit_step(ctx, SPLIT, "split",
+                        {"consumers": consumers, "childIncidents": children,
+                         "handler": handler_for(ctx.classification.type)},
+                        outcome=SPLIT_OUTCOME)
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         if ctx.event.kind != KIND:
@@ -282,15 +277,9 @@ class EventDeliveryStrategy(BaseStrategy):
         headers = routing.context(event, original, incident, ctx.classification,
                                   **{ALTERNATIVE_HEADER: "1"})
         await self.services.send(routing.moved(topic, original, headers))
-        await self.services.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
-                                 step_id=lifecycle.step_id(event.event_id,
-                                                           "alternative-delivery"),
-                                 failure_event_id=event.event_id,
-                                 classification=ctx.classification.as_record(),
-                                 attempt=incident.attempts,
-                                 payload={"consumer": incident.consumer_group,
-                                          "alternativeTopic": topic,
-                                          "originalTopic": original.topic})
+        await emit_step(ctx, ALTERNATIVE_DELIVERY, "alternative-delivery",
+                        {"consumer": incident.consumer_group, "alternativeTopic": topic,
+                         "originalTopic": original.topic}, attempt=incident.attempts)
 
     async def topic_not_found(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident

@@ -43,7 +43,7 @@ from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyService
 from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import note_report
+from app.scenarios.shared.incidents import emit_step, note_handled
 
 log = logging.getLogger(__name__)
 
@@ -249,11 +249,11 @@ class NetworkPartitionStrategy(BaseStrategy):
     async def handle(self, ctx: StrategyContext) -> None:
         detail = ctx.event.detail("NetworkPartition")
         if not detail or not detail.get("partition_id"):
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": "the partition report names no partition",
                              "recommendedAction": "fix the reporting service"},
                             outcome="escalated")
-            self.note(ctx, "escalated", "partition report without a partition")
+            note_handled(ctx, "escalated", "partition report without a partition")
             return
         if detail.get("phase") == HEALED:
             await self.healed(ctx, detail)
@@ -268,12 +268,12 @@ class NetworkPartitionStrategy(BaseStrategy):
         mode = mode_for(bool(detail.get("can_operate_autonomously")))
         now = self.services.clock.now_ms()
         components = list(detail.get("components") or [])
-        self.note(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
+        note_handled(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
         command = mode_command(partition_id, mode, self.policy, event_id=event_id,
                                incident_id=incident_id, components=components, now_ms=now)
         await self.services.send(OutRecord(self.control_topic, partition_id.encode(),
                                            command.encode(), []))
-        await self.emit(ctx, PARTITION_MODE_ENTERED, "mode-entered",
+        await emit_step(ctx, PARTITION_MODE_ENTERED, "mode-entered",
                         {"partitionId": partition_id, "mode": mode,
                          "availableComponents": components,
                          "restrictions": list(detail.get("restrictions") or []),
@@ -320,8 +320,8 @@ class NetworkPartitionStrategy(BaseStrategy):
                 None, collect_partition_writes, self.services.settings,
                 self.partition_state_topic, partition_id, detected_at)
         except Exception as exc:  # the broker is the one place the sides' states are
-            self.note(ctx, "escalated", f"partition {partition_id}: states not collected")
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            note_handled(ctx, "escalated", f"partition {partition_id}: states not collected")
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": f"the sides' states could not be collected: {exc}",
                              "partitionId": partition_id,
                              "recommendedAction": "check the partition-state topic, then "
@@ -348,7 +348,7 @@ class NetworkPartitionStrategy(BaseStrategy):
                 self.state_topic, key.encode(),
                 state_record(version.value, version.version, now, "partition_recovery"), []))
         listed = dict(sorted(result.merged.items())[:MERGED_IN_PAYLOAD])
-        await self.emit(ctx, PARTITION_STATE_MERGED, "merged", {
+        await emit_step(ctx, PARTITION_STATE_MERGED, "merged", {
             "partitionId": partition_id, "sides": sorted({x.side for x in writes}),
             "recordsCollected": len(writes), "unreadableRecords": unreadable,
             "keys": len(result.merged),
@@ -373,12 +373,12 @@ class NetworkPartitionStrategy(BaseStrategy):
                    "conflictsResolved": result.conflicts_resolved,
                    "conflictsDetected": len(result.conflicts),
                    "dataIntegrityMaintained": intact, "integrityProblems": problems[:20]}
-        self.note(ctx, "completed" if intact else "escalated",
-                  f"partition {partition_id} recovered")
-        await self.emit(ctx, PARTITION_RECOVERY_COMPLETED, "recovered", payload,
+        note_handled(ctx, "completed" if intact else "escalated",
+                     f"partition {partition_id} recovered")
+        await emit_step(ctx, PARTITION_RECOVERY_COMPLETED, "recovered", payload,
                         outcome="completed" if intact else None)
         if not intact:
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": "data integrity not verified after the partition",
                              "partitionId": partition_id, "problems": problems[:20],
                              "recommendedAction": "resolve the listed keys by hand; the "
@@ -387,20 +387,6 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     # ---- plumbing ----------------------------------------------------------------------
 
-    def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification,
-                            self.services.clock.now_ms(), state=state, what=what)
-        if noted is not ctx.incident:
-            ctx.incidents[ctx.incident.incident_id] = noted.to_json()
-
-    async def emit(self, ctx: StrategyContext, event_type: str, step: str,
-                   payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event.event_id
-        await self.services.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 outcome=outcome, payload=payload)
 
 
 def install(app: Any, services: StrategyServices) -> NetworkPartitionStrategy:
