@@ -53,6 +53,7 @@ from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import Fallback, McpPolicy
 from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared.incidents import emit_step
 
 log = logging.getLogger(__name__)
 
@@ -380,28 +381,16 @@ class McpConnectionStrategy(BaseStrategy):
                 "handler": handler_for(ctx.classification.type)}
         match step:
             case RouteToServer(server_id=server, topic=topic, reason=reason):
-                await services.send(routing.redelivery(
-                    topic, original.key, original.value,
-                    h.with_context(original.headers, headers),
-                    **{ROUTED_SERVER_HEADER: server}))
-                await services.emit(TOOL_REROUTED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "rerouted"),
-                                    payload={**base, "toServer": server, "topic": topic,
-                                             "reason": reason,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await self.reroute(ctx, plan, original, headers, topic,
+                                   {ROUTED_SERVER_HEADER: server},
+                                   {**base, "toServer": server, "topic": topic,
+                                    "reason": reason})
             case RouteToFallback(topic=topic):
-                await services.send(routing.redelivery(
-                    topic, original.key, original.value,
-                    h.with_context(original.headers, headers),
-                    **{DEGRADED_HEADER: USING_FALLBACK}))
-                await services.emit(TOOL_REROUTED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "rerouted"),
-                                    payload={**base, "toServer": None, "topic": topic,
-                                             "reason": "fallback_implementation",
-                                             "degradationReason": USING_FALLBACK,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await self.reroute(ctx, plan, original, headers, topic,
+                                   {DEGRADED_HEADER: USING_FALLBACK},
+                                   {**base, "toServer": None, "topic": topic,
+                                    "reason": "fallback_implementation",
+                                    "degradationReason": USING_FALLBACK})
             case ReturnDegraded(reason=reason, result=result, cached_at=cached_at):
                 reply_to = reg.reply_topic_of(original.headers, self.policy.reply_header)
                 if reply_to:
@@ -440,6 +429,19 @@ class McpConnectionStrategy(BaseStrategy):
                                              "attemptedAlternatives": list(attempted),
                                              "recommendedAction": action},
                                     **common)
+
+    async def reroute(self, ctx: StrategyContext, plan: Plan, original: routing.Original,
+                      headers: dict[str, object | None], topic: str,
+                      marks: dict[str, object | None], payload: dict[str, Any]) -> None:
+        """The request re-dispatched to another server's request topic (or the fallback
+        implementation's), with its context and `marks` headers, then
+        `communication/tool_rerouted` with the payload and the alternatives tried."""
+        await self.services.send(routing.redelivery(
+            topic, original.key, original.value, h.with_context(original.headers, headers),
+            **marks))
+        await emit_step(ctx, TOOL_REROUTED, "rerouted",
+                        {**payload, "attemptedAlternatives": list(plan.attempted)},
+                        attempt=ctx.incident.attempts)
 
 
 def install(app: Any, services: StrategyServices) -> McpConnectionStrategy:
