@@ -44,6 +44,7 @@ from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import CachePolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import emit_step, note_handled
 
@@ -211,7 +212,7 @@ class CacheConflictStrategy(BaseStrategy):
         self.state_topic = settings.topic(STATE_TOPIC)
         self.audit_topic = settings.topic(AUDIT_TOPIC)
         self.cache_topic = settings.topic(cc.TOPIC)
-        self.watches = w.ensure(app, services)
+        self.watches = shared(app, services).watches
         self.watches.register(VERIFY_WATCH, self.on_verified, self.on_unverified)
         self.state = app.GlobalTable("authoritative-state", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))

@@ -44,6 +44,7 @@ from app.pipeline.strategy import BaseStrategy, StrategyServices
 from app.policy.state import CoordinationPolicy
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
 
 log = logging.getLogger(__name__)
@@ -296,7 +297,7 @@ class Coordinator(BaseStrategy):
         self.topic_name = settings.topic(TOPIC)
         self.control_topic = settings.topic(ctl.TOPIC)
         self.heartbeats_topic = settings.topic("recovery.heartbeats")
-        self.watches = w.ensure(app, services)
+        self.watches = shared(app, services).watches
         self.watches.register(PLAN_WATCH, self.on_plan_due_early, self.on_plan_due)
         self.throttle = Throttle(THROTTLE_MS)
         self.table = app.Table("coordination", default=None, partitions=1, schema=faust.Schema(

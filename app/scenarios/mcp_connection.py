@@ -52,6 +52,7 @@ from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import Fallback, McpPolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared.incidents import emit_step
 
@@ -302,7 +303,7 @@ class McpConnectionStrategy(BaseStrategy):
 
         self.services = services
         self.policy = services.scenario_policies.mcp
-        self.registry = reg.ensure(app, services)
+        self.registry = shared(app, services).tool_registry
         self.plans = app.Table("mcp-routes", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 

@@ -42,6 +42,7 @@ from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import emit_step, note_handled
 
@@ -235,7 +236,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         self.partition_state_topic = settings.topic(PARTITION_STATE_TOPIC)
         self.state_topic = settings.topic("recovery.state")
         self.audit_topic = settings.topic("recovery.audit")
-        self.watches = w.ensure(app, services)
+        self.watches = shared(app, services).watches
         self.watches.register(RECOVERY_WATCH, self.on_healed_in_time, self.on_not_healed)
 
     def takes_over(self, event: FailureEvent) -> bool:
@@ -391,6 +392,4 @@ class NetworkPartitionStrategy(BaseStrategy):
 
 def install(app: Any, services: StrategyServices) -> NetworkPartitionStrategy:
     policy = services.state_policies.partition
-    strategy = NetworkPartitionStrategy(app, services, policy)
-    app.network_partition_strategy = strategy
-    return strategy
+    return NetworkPartitionStrategy(app, services, policy)

@@ -44,6 +44,7 @@ from app.contracts.records import OutRecord
 from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DiscoveryPolicy, McpPolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared import watches as w
 
@@ -276,8 +277,8 @@ class ToolDiscoveryStrategy(BaseStrategy):
         policies = services.scenario_policies
         self.policy = policies.discovery
         self.servers = policies.mcp
-        self.registry = reg.ensure(app, services)
-        self.watches = w.ensure(app, services)
+        self.registry = shared(app, services).tool_registry
+        self.watches = shared(app, services).watches
         self.watches.register(QUERY_WATCH, self.on_query_answered, self.on_query_expired)
         self.watches.register(CONFIRM_WATCH, self.on_confirmation, self.on_unconfirmed)
         self.queries_topic = services.settings.topic(reg.QUERIES_TOPIC)

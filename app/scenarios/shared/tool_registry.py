@@ -352,12 +352,3 @@ class ToolRegistry:
 
         key, value = announce_record(entry)
         await self.services.send(OutRecord(self.topic_name, key, value, []))
-
-
-def ensure(app: Any, services: StrategyServices) -> ToolRegistry:
-    """The app's one registry, created by the first scenario that needs it."""
-    existing = getattr(app, "tool_registry", None)
-    if existing is None:
-        existing = ToolRegistry(app, services)
-        app.tool_registry = existing
-    return existing

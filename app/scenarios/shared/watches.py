@@ -170,12 +170,3 @@ def _out(topic: str, key: str, value: bytes) -> Any:
     from app.contracts.records import OutRecord
 
     return OutRecord(topic, key.encode(), value, [])
-
-
-def ensure(app: Any, services: StrategyServices) -> Watches:
-    """The app's one Watches, created by the first scenario that needs it."""
-    existing = getattr(app, "scenario_watches", None)
-    if existing is None:
-        existing = Watches(app, services)
-        app.scenario_watches = existing
-    return existing
