@@ -205,7 +205,7 @@ class CacheConflictStrategy(BaseStrategy):
     name = "cache_conflicts"
     kinds = KINDS
 
-    def __init__(self, app: Any, services: StrategyServices, policy: CachePolicy):
+    def __init__(self, app: faust.App, services: StrategyServices, policy: CachePolicy):
         self.services = services
         self.policy = policy
         settings = services.settings
@@ -220,7 +220,7 @@ class CacheConflictStrategy(BaseStrategy):
                                "key_serializer": "raw", "value_serializer": "raw"}
 
         @app.agent(app.topic(self.state_topic, allow_empty=True, **raw), name="authoritative-state")
-        async def state_agent(stream: Any) -> None:
+        async def state_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 self.on_state(event.message.key, event.message.value)
 
@@ -408,6 +408,6 @@ class CacheConflictStrategy(BaseStrategy):
                                            command.encode(), []))
 
 
-def install(app: Any, services: StrategyServices) -> CacheConflictStrategy:
+def install(app: faust.App, services: StrategyServices) -> CacheConflictStrategy:
     policy = services.state_policies.cache
     return CacheConflictStrategy(app, services, policy)

@@ -20,7 +20,7 @@ consumer wrappers obey."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -32,6 +32,9 @@ from app.pipeline import decide as d
 from app.pipeline import health
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -215,5 +218,5 @@ class ConsumerCrashStrategy(BaseStrategy):
                          "command": command.command, **extra}, attempt=ctx.incident.attempts)
 
 
-def install(app: Any, services: StrategyServices) -> ConsumerCrashStrategy:
+def install(app: faust.App, services: StrategyServices) -> ConsumerCrashStrategy:
     return ConsumerCrashStrategy(services)

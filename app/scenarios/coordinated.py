@@ -30,7 +30,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -40,7 +40,7 @@ from app.contracts import lifecycle
 from app.contracts.clock import to_ms
 from app.contracts.records import OutRecord
 from app.pipeline import health
-from app.pipeline.strategy import BaseStrategy, StrategyServices
+from app.pipeline.strategy import BaseStrategy, StrategyServices, Table
 from app.policy.state import CoordinationPolicy
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
@@ -287,7 +287,7 @@ class Coordinator(BaseStrategy):
 
     name = "coordinated"
 
-    def __init__(self, app: Any, services: StrategyServices, policy: CoordinationPolicy):
+    def __init__(self, app: faust.App, services: StrategyServices, policy: CoordinationPolicy):
         self.app = app
         self.services = services
         self.policy = policy
@@ -312,7 +312,7 @@ class Coordinator(BaseStrategy):
                 await self.forward(seen)
 
         @app.agent(coordination, name="coordinator")
-        async def coordinator(stream: Any) -> None:
+        async def coordinator(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 await self.on_coordination(event.message.value)
 
@@ -452,7 +452,9 @@ class Coordinator(BaseStrategy):
                       for x in self.watches.active(cache_conflicts.VERIFY_WATCH))
 
     def unhealthy_consumers(self) -> list[tuple[str, health.ConsumerHealth]]:
-        table = self.app.tables.get("consumer-health")
+        # The worker's consumer-health GlobalTable (Faust's table manager types it as a bare
+        # collection).
+        table = cast("Table | None", self.app.tables.get("consumer-health"))
         if table is None:
             return []
         now = self.services.clock.now_ms()
@@ -467,5 +469,5 @@ class Coordinator(BaseStrategy):
         return dict((self.table.get(STATE_KEY) or {}).get("outcomes") or {})
 
 
-def install(app: Any, services: StrategyServices) -> Coordinator:
+def install(app: faust.App, services: StrategyServices) -> Coordinator:
     return Coordinator(app, services, services.state_policies.coordination)

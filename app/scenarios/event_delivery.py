@@ -33,7 +33,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
@@ -46,6 +46,10 @@ from app.pipeline import outcomes as routing
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DeliveryPolicy
 from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +217,7 @@ def delivery_failed_fields(event: FailureEvent) -> dict[str, Any]:
 
 # ---- wiring -----------------------------------------------------------------------------
 
-def create_topic(settings: Any, spec: TopicSpec) -> None:
+def create_topic(settings: Settings, spec: TopicSpec) -> None:
     from confluent_kafka.admin import AdminClient
 
     from app.kafka.config import admin_config
@@ -359,5 +363,5 @@ class EventDeliveryStrategy(BaseStrategy):
             self.services.clock.now_ms(), what, state=state).to_json()
 
 
-def install(app: Any, services: StrategyServices) -> EventDeliveryStrategy:
+def install(app: faust.App, services: StrategyServices) -> EventDeliveryStrategy:
     return EventDeliveryStrategy(services)

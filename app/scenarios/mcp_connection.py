@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -55,6 +55,9 @@ from app.policy.routing import Fallback, McpPolicy
 from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared.incidents import emit_step
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +301,7 @@ class McpConnectionStrategy(BaseStrategy):
     name = "mcp_connection"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, services: StrategyServices):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         self.services = services
@@ -445,5 +448,5 @@ class McpConnectionStrategy(BaseStrategy):
                         attempt=ctx.incident.attempts)
 
 
-def install(app: Any, services: StrategyServices) -> McpConnectionStrategy:
+def install(app: faust.App, services: StrategyServices) -> McpConnectionStrategy:
     return McpConnectionStrategy(app, services)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
@@ -38,6 +38,12 @@ from app.oversize.records import Incoming
 from app.pipeline import outcomes as routing
 from app.pipeline.decide import Incident
 from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
+
+if TYPE_CHECKING:
+    import faust
+
+    from app.oversize.records import Whole
+    from app.oversize.store import ClaimCheckStore
 
 log = logging.getLogger(__name__)
 KIND = "EVENT_DELIVERY_FAILED"
@@ -61,15 +67,15 @@ class MessageTooLargeStrategy(BaseStrategy):
     name = "message_too_large"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, services: StrategyServices):
+    def __init__(self, app: faust.App, services: StrategyServices):
         self.app = app
         self.services = services
         self.settings = services.settings
-        self._store: Any = None
+        self._store: ClaimCheckStore | None = None
         self._limits: TopicLimits | None = None
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ClaimCheckStore:
         if self._store is None:
             self._store = store_from_settings(self.settings)
         return self._store
@@ -142,7 +148,8 @@ class MessageTooLargeStrategy(BaseStrategy):
                             step_id=lifecycle.step_id(event_id, "completed"), outcome="completed",
                             payload=done, **common)
 
-    def _unpack(self, original: routing.Original) -> Any:
+    def _unpack(self, original: routing.Original) -> Whole | str:
+        """The attached record as it was sent, or why it cannot be read back."""
         record = Incoming(original.topic, original.partition, original.offset,
                           original.timestamp_ms, original.key, original.value,
                           original.headers)
@@ -190,5 +197,5 @@ class MessageTooLargeStrategy(BaseStrategy):
         ctx.incidents[before.incident_id] = after.to_json()
 
 
-def install(app: Any, services: StrategyServices) -> MessageTooLargeStrategy:
+def install(app: faust.App, services: StrategyServices) -> MessageTooLargeStrategy:
     return MessageTooLargeStrategy(app, services)

@@ -28,7 +28,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -45,6 +45,10 @@ from app.scenarios.cache_conflicts import state_record
 from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
 from app.scenarios.shared.incidents import emit_step, note_handled
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +178,7 @@ def verify_integrity(states: dict[str, dict[str, Version]], result: MergeResult
     return not problems, problems
 
 
-def collect_partition_writes(settings: Any, topic: str, partition_id: str, since_ms: int,
+def collect_partition_writes(settings: Settings, topic: str, partition_id: str, since_ms: int,
                              timeout_s: float = 120.0) -> tuple[list[SideWrite], int]:
     """Step 1 (collectPartitionStates): every record for the partition on the partition-state
     topic written since `since_ms`, up to the end offsets at the start of the scan. Returns
@@ -228,7 +232,7 @@ class NetworkPartitionStrategy(BaseStrategy):
     name = "network_partition"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, services: StrategyServices, policy: PartitionPolicy):
+    def __init__(self, app: faust.App, services: StrategyServices, policy: PartitionPolicy):
         self.services = services
         self.policy = policy
         settings = services.settings
@@ -390,6 +394,6 @@ class NetworkPartitionStrategy(BaseStrategy):
 
 
 
-def install(app: Any, services: StrategyServices) -> NetworkPartitionStrategy:
+def install(app: faust.App, services: StrategyServices) -> NetworkPartitionStrategy:
     policy = services.state_policies.partition
     return NetworkPartitionStrategy(app, services, policy)

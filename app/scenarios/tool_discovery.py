@@ -33,7 +33,7 @@ import difflib
 import logging
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -47,6 +47,9 @@ from app.policy.routing import DiscoveryPolicy, McpPolicy
 from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared import watches as w
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +273,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
     name = "tool_discovery"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, services: StrategyServices):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         self.services = services
@@ -298,7 +301,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
         original = routing.original_of(event, ctx.record)
         headers = h.with_context(original.headers, routing.context(
             event, original, incident, ctx.classification))
-        data = {
+        data: dict[str, Any] = {
             "incident_id": incident.incident_id, "event_id": event_id,
             "tool": detail.get("tool_name"), "description": detail.get("description") or "",
             "searched": list(detail.get("searched_locations") or []),
@@ -429,7 +432,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
     async def on_unconfirmed(self, watch: w.Watch) -> None:
         await self.declined(watch.data, "timeout", None)
 
-    async def declined(self, data: dict[str, Any], reason: str, by: Any) -> None:
+    async def declined(self, data: dict[str, Any], reason: str, by: str | None) -> None:
         await self.services.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
                                  step_id=lifecycle.step_id(data["event_id"],
                                                            "semantic-match-declined"),
@@ -470,5 +473,5 @@ def step_from_json(data: dict[str, Any]) -> DiscoveryStep:
     return kind(**values)  # type: ignore[no-any-return]
 
 
-def install(app: Any, services: StrategyServices) -> ToolDiscoveryStrategy:
+def install(app: faust.App, services: StrategyServices) -> ToolDiscoveryStrategy:
     return ToolDiscoveryStrategy(app, services)

@@ -33,6 +33,7 @@ from app.contracts import headers as h
 from app.contracts.clock import SYSTEM, Clock
 
 if TYPE_CHECKING:
+    import faust
     from confluent_kafka import Producer
 
     from app.pipeline.strategy import StrategyServices
@@ -285,7 +286,7 @@ class ToolDirectoryClient:
 class ToolRegistry:
     """The registry and result tables of one worker, and the agents that fill them."""
 
-    def __init__(self, app: Any, services: StrategyServices):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         from app.contracts.records import OutRecord
@@ -295,7 +296,8 @@ class ToolRegistry:
         self.results_topic_name = services.settings.topic(RESULTS_TOPIC)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
-        json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+        json_values: faust.Schema = faust.Schema(key_type=str, key_serializer="raw",
+                                                 value_serializer="json")
         # Partitioned as the topics that feed them (Faust checks): the registry has one.
         self.table = app.GlobalTable("tool-registry", default=None, partitions=1,
                                      schema=json_values)
@@ -303,6 +305,7 @@ class ToolRegistry:
         registry_topic = app.topic(self.topic_name, allow_empty=True, **raw)
         results_topic = app.topic(self.results_topic_name, allow_empty=True, **raw)
 
+        # A Faust Message: typed with list-or-mapping headers; consumed ones are a list.
         async def poison(message: Any, reason: str) -> None:
             log.warning("poison %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, reason)
@@ -313,7 +316,7 @@ class ToolRegistry:
                     h.ORIGINAL_OFFSET: message.offset, h.REASON: reason})))
 
         @app.agent(registry_topic, name="tool-registry")
-        async def registry_agent(stream: Any) -> None:
+        async def registry_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 message = event.message
                 record = parse_registry_record(message.key, message.value)
@@ -330,7 +333,7 @@ class ToolRegistry:
                     self.table[update[0]] = update[1]
 
         @app.agent(results_topic, name="tool-results")
-        async def results_agent(stream: Any) -> None:
+        async def results_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 message = event.message
                 parsed = parse_result_record(message.value)

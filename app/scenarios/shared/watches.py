@@ -23,9 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.contracts.records import OutRecord
 from app.contracts.watches import TOPIC, Watch, resolve_record, start_record
 
 if TYPE_CHECKING:
+    import faust
+
     from app.pipeline.strategy import StrategyServices
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,7 @@ OnExpired = Callable[[Watch], Awaitable[None]]
 class Watches:
     """The watches agent, table and timer; one per app, shared by the scenarios."""
 
-    def __init__(self, app: Any, services: StrategyServices):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         self.app = app
@@ -100,7 +103,7 @@ class Watches:
                                                    value_serializer="json"))
 
         @app.agent(self.topic, name="scenario-watches")
-        async def watch_agent(stream: Any) -> None:
+        async def watch_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 await self.on_record(event.message.key, event.message.value)
 
@@ -166,7 +169,5 @@ class Watches:
             log.exception("watch %s (%s): handler failed", watch.watch_id, watch.kind)
 
 
-def _out(topic: str, key: str, value: bytes) -> Any:
-    from app.contracts.records import OutRecord
-
+def _out(topic: str, key: str, value: bytes) -> OutRecord:
     return OutRecord(topic, key.encode(), value, [])
