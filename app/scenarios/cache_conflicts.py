@@ -402,7 +402,6 @@ class CacheConflictStrategy(BaseStrategy):
         outcome = "completed" if event_type == lifecycle.RECOVERY_COMPLETED else "escalated"
         await emit_step(ctx, event_type, outcome, payload, outcome=outcome)
 
-
     async def command(self, command: cc.CacheCommand) -> None:
         await self.services.send(OutRecord(self.cache_topic, command.key.encode(),
                                            command.encode(), []))

@@ -390,9 +390,6 @@ class NetworkPartitionStrategy(BaseStrategy):
                                                   "conflicts are in the audit topic"},
                             outcome="escalated")
 
-    # ---- plumbing ----------------------------------------------------------------------
-
-
 
 def install(app: faust.App, services: StrategyServices) -> NetworkPartitionStrategy:
     policy = services.state_policies.partition
