@@ -183,12 +183,10 @@ def test_definition_found_by_name_or_prefixed_name() -> None:
 
 
 def test_missing_topic_from_the_detail_else_the_failed_record() -> None:
-    def missing(**changes: Any) -> str | None:
-        return ev.missing_topic(FailureEvent(delivery_event("topic_not_found", **changes)))
-
-    assert missing(target="orders.v2") == "orders.v2"
-    assert missing() == "orders"
-    assert missing(record=None) is None
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found",
+                                                        target="orders.v2"))) == "orders.v2"
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found"))) == "orders"
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found", record=None))) is None
 
 
 @pytest.mark.parametrize(("definition", "allowed", "fallback", "error", "expected"), [
