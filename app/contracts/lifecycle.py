@@ -21,6 +21,11 @@ POISONED = "recovery/poisoned"
 ESCALATED = "recovery/escalated"
 RETRY_HELD = "recovery/retry_held"
 
+# Consumer health watch (Scenario 3/4).
+CONSUMER_UNHEALTHY = "communication/consumer_unhealthy"
+CONSUMER_RECOVERY_CONFIRMED = "communication/consumer_recovery_confirmed"
+CONSUMER_DEGRADED = "communication/consumer_degraded"
+
 # The source document's event names for a failure as first reported, per failure kind.
 REPORTED_EVENT = {
     "MCP_CONNECTION_LOST": "communication/mcp_connection_lost",

@@ -15,7 +15,9 @@ from app.settings import Settings
 MASK = "***"
 # Shorter values would mask ordinary words all over the log.
 MIN_SECRET_LENGTH = 4
-SECRET_FIELDS = ("kafka_sasl_password", "kafka_ssl_key_password", "object_store_signing_key")
+# Every SecretStr field of the settings, so a new secret is masked without a list to keep.
+SECRET_FIELDS = tuple(name for name, field in Settings.model_fields.items()
+                      if "SecretStr" in str(field.annotation))
 
 
 def secret_values(settings: Settings) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from app.contracts import lifecycle
+
 HEALTHY = "healthy"
 FAILED = "failed"
 
@@ -84,10 +86,10 @@ class WatchOutcome:
     replay_dead_letters: bool = False
 
 
-CONFIRMED = "communication/consumer_recovery_confirmed"
-DEGRADED = "communication/consumer_degraded"
-UNHEALTHY = "communication/consumer_unhealthy"
-ESCALATED = "recovery/escalated"
+CONFIRMED = lifecycle.CONSUMER_RECOVERY_CONFIRMED
+DEGRADED = lifecycle.CONSUMER_DEGRADED
+UNHEALTHY = lifecycle.CONSUMER_UNHEALTHY
+ESCALATED = lifecycle.ESCALATED
 
 
 def check(health: ConsumerHealth, now_ms: int, settings: WatchSettings) -> WatchOutcome:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class OffsetTracker:
+class ExpectedOffsets:
     """The offset expected next on each partition an agent reads."""
 
     next_offset: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -135,7 +135,7 @@ class SkippedRecords:
         # were never acknowledged, and without this the commit would stay behind them.
         self.mark_done = mark_done
         self.seen_generation: int | None = None
-        self.tracker = OffsetTracker()
+        self.tracker = ExpectedOffsets()
         self.recovered = 0
 
     async def handle(self, record: RawRecord,
@@ -143,7 +143,7 @@ class SkippedRecords:
         generation = self.generation()
         if generation != self.seen_generation:
             assignment = self.assignment()
-            self.tracker = OffsetTracker(kept_expectations(
+            self.tracker = ExpectedOffsets(kept_expectations(
                 self.tracker.next_offset, self.seen_generation, generation,
                 self.seen_assignment, assignment))
             self.seen_generation, self.seen_assignment = generation, assignment
