@@ -297,7 +297,7 @@ class EventDeliveryStrategy(BaseStrategy):
         common = {"failure_event_id": event.event_id,
                   "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
-        event_id, incident_id = event.event_id, incident.incident_id
+        incident_id = incident.incident_id
         if isinstance(step, CreateTopic):
             loop = asyncio.get_running_loop()
             try:
@@ -307,24 +307,18 @@ class EventDeliveryStrategy(BaseStrategy):
                 step = topic_step(topic, definition=definition, creation_allowed=True,
                                   fallback=fallback, creation_error=str(exc))
             else:
-                await self.services.emit(TOPIC_CREATED, incident_id,
-                                         step_id=lifecycle.step_id(event_id, "topic-created"),
-                                         payload={"topicName": topic,
-                                                  "partitions": step.spec.partitions,
-                                                  "replicationFactor":
-                                                      step.spec.replication_factor,
-                                                  "config": step.spec.config}, **common)
+                await emit_step(ctx, TOPIC_CREATED, "topic-created",
+                                {"topicName": topic, "partitions": step.spec.partitions,
+                                 "replicationFactor": step.spec.replication_factor,
+                                 "config": step.spec.config}, attempt=incident.attempts)
         if isinstance(step, EscalateTopic):
             self.record(ctx, "escalated", step.reason)
-            await self.services.emit(lifecycle.ESCALATED, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "escalated"),
-                                     outcome="escalated",
-                                     payload={"reason": step.reason, "topicName": topic,
-                                              "handler": "handleTopicNotFound",
-                                              "recommendedAction":
-                                                  "create the topic or configure a fallback "
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
+                            {"reason": step.reason, "topicName": topic,
+                             "handler": "handleTopicNotFound",
+                             "recommendedAction": "create the topic or configure a fallback "
                                                   "topic, then replay the failure"},
-                                     **common)
+                            outcome="escalated", attempt=incident.attempts)
             return True
         target = step.spec.name if isinstance(step, CreateTopic) else step.topic
         assert topic is not None
@@ -337,15 +331,13 @@ class EventDeliveryStrategy(BaseStrategy):
                     event, original, incident, ctx.classification))))
             delivered = True
         if isinstance(step, UseFallback):
-            await self.services.emit(REROUTED_TO_FALLBACK, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "fallback-topic"),
-                                     payload={"topicName": topic, "fallbackTopic": target,
-                                              "delivered": delivered}, **common)
+            await emit_step(ctx, REROUTED_TO_FALLBACK, "fallback-topic",
+                            {"topicName": topic, "fallbackTopic": target,
+                             "delivered": delivered}, attempt=incident.attempts)
         else:
-            await self.services.emit(lifecycle.REDELIVERED, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "redelivered"),
-                                     payload={"target": target, "delivered": delivered},
-                                     **common)
+            await emit_step(ctx, lifecycle.REDELIVERED, "redelivered",
+                            {"target": target, "delivered": delivered},
+                            attempt=incident.attempts)
         action = "topic_created" if isinstance(step, CreateTopic) else "fallback_topic"
         self.record(ctx, "completed", action)
         first, now = incident.first_failure_ms, self.services.clock.now_ms()

@@ -402,13 +402,12 @@ class McpConnectionStrategy(BaseStrategy):
                         reply_to, original.key, degraded_reply(plan.tool, step, incident_id),
                         h.with_context(h.without(original.headers, (self.policy.reply_header,)),
                                        {DEGRADED_HEADER: reason, h.INCIDENT_ID: incident_id})))
-                await services.emit(DEGRADED_RESULT, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "degraded-result"),
-                                    payload={**base, "degraded": True,
-                                             "degradationReason": reason, "result": result,
-                                             "cachedAt": cached_at, "replyTopic": reply_to,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await emit_step(ctx, DEGRADED_RESULT, "degraded-result",
+                                {**base, "degraded": True, "degradationReason": reason,
+                                 "result": result, "cachedAt": cached_at,
+                                 "replyTopic": reply_to,
+                                 "attemptedAlternatives": list(plan.attempted)},
+                                attempt=incident.attempts)
                 first = incident.first_failure_ms
                 await services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                     step_id=lifecycle.step_id(incident_id, "completed",
@@ -419,20 +418,16 @@ class McpConnectionStrategy(BaseStrategy):
                                              "attemptsRequired": incident.attempts},
                                     **common)
             case EscalateRouting(reason=reason, attempted=attempted, recommended_action=action):
-                await services.emit(lifecycle.ESCALATED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "escalated"),
-                                    outcome="escalated",
-                                    payload={**base, "reason": reason, "error": ROUTING_ERROR,
-                                             "originalError": {
-                                                 "type": event.error_type,
-                                                 "message": event.message,
-                                                 "serverId": detail.get("server_id")},
-                                             "toolRequest": {
-                                                 "toolName": plan.tool,
+                await emit_step(ctx, lifecycle.ESCALATED, "escalated",
+                                {**base, "reason": reason, "error": ROUTING_ERROR,
+                                 "originalError": {"type": event.error_type,
+                                                   "message": event.message,
+                                                   "serverId": detail.get("server_id")},
+                                 "toolRequest": {"toolName": plan.tool,
                                                  "arguments": plan.arguments_json},
-                                             "attemptedAlternatives": list(attempted),
-                                             "recommendedAction": action},
-                                    **common)
+                                 "attemptedAlternatives": list(attempted),
+                                 "recommendedAction": action},
+                                outcome="escalated", attempt=incident.attempts)
 
     async def reroute(self, ctx: StrategyContext, plan: Plan, original: routing.Original,
                       headers: dict[str, object | None], topic: str,
