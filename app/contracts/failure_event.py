@@ -144,10 +144,3 @@ class FailureEvent:
     def detail(self, record_name: str) -> dict[str, Any] | None:
         """The scenario detail record when it is the named one (`McpConnectionLost`, ...)."""
         return self.detail_fields if self.detail_name == record_name else None
-
-    # Transitional: the record's own fields by name, for code not yet on the properties.
-    def __getitem__(self, key: str) -> Any:
-        return self.raw[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.raw.get(key, default)

@@ -1,2 +1,3 @@
 """Scenario strategies: one module per scenario of the source document, each with pure
-decision functions and `install(app, pipeline)` (see app/strategies.py, docs/scenarios.md)."""
+decision functions and `install(app, services)` (see app/pipeline/strategy.py and
+docs/scenarios.md)."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import faust
@@ -37,12 +38,15 @@ import orjson
 from app.client import cache as cc
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline.conflicts import Resolution, Version, checksum, resolve
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import CachePolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, note_report
+from app.scenarios.shared.incidents import emit_step, note_handled
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +163,8 @@ def versions_of(kind: str, detail: dict[str, Any]) -> list[Version]:
             Version("cache", parse_json(detail.get("cache_value_json"), "cache_value_json"))]
 
 
-def _ms(value: Any) -> int | None:
-    if value is None:
-        return None
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
+def _ms(value: datetime | int | None) -> int | None:
+    return to_ms(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -203,14 +205,14 @@ class CacheConflictStrategy(BaseStrategy):
     name = "cache_conflicts"
     kinds = KINDS
 
-    def __init__(self, app: Any, pipeline: Any, policy: CachePolicy):
-        self.pipeline = pipeline
+    def __init__(self, app: faust.App, services: StrategyServices, policy: CachePolicy):
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.state_topic = settings.topic(STATE_TOPIC)
         self.audit_topic = settings.topic(AUDIT_TOPIC)
         self.cache_topic = settings.topic(cc.TOPIC)
-        self.watches = w.ensure(app, pipeline)
+        self.watches = shared(app, services).watches
         self.watches.register(VERIFY_WATCH, self.on_verified, self.on_unverified)
         self.state = app.GlobalTable("authoritative-state", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
@@ -218,7 +220,7 @@ class CacheConflictStrategy(BaseStrategy):
                                "key_serializer": "raw", "value_serializer": "raw"}
 
         @app.agent(app.topic(self.state_topic, allow_empty=True, **raw), name="authoritative-state")
-        async def state_agent(stream: Any) -> None:
+        async def state_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 self.on_state(event.message.key, event.message.value)
 
@@ -239,14 +241,14 @@ class CacheConflictStrategy(BaseStrategy):
             return
         self.state[name] = entry
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] in KINDS
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind in KINDS
 
     async def handle(self, ctx: StrategyContext) -> None:
         event = ctx.event
-        detail = detail_of(event, "VersionConflict") or detail_of(event, "CacheCorrupted") or {}
+        detail = event.detail("VersionConflict") or event.detail("CacheCorrupted") or {}
         key = detail.get("key") or detail.get("cache_key")
-        branch = branch_of(event["kind"], ctx.classification.type, detail.get("corruption_type"))
+        branch = branch_of(event.kind, ctx.classification.type, detail.get("corruption_type"))
         try:
             if not key:
                 raise BadReport("the report names no cache key")
@@ -273,15 +275,15 @@ class CacheConflictStrategy(BaseStrategy):
 
     async def refresh(self, ctx: StrategyContext, key: str, auth: Authoritative,
                       corruption: str) -> None:
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
-        now = lifecycle.now_ms()
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
+        now = self.services.clock.now_ms()
         invalidate, refresh = refresh_commands(
             key, auth, event_id=event_id, incident_id=incident_id, now_ms=now,
             ttl_ms=self.policy.refresh_ttl_ms, corruption=corruption,
             reply_topic=self.watches.topic_name)
-        self.note(ctx, "verifying", "cache refreshed; waiting for its verification")
-        timeout = self.pipeline.settings.cache_verify_timeout_ms
-        await self.emit(ctx, CACHE_REFRESH_REQUESTED, "refresh",
+        note_handled(ctx, "verifying", "cache refreshed; waiting for its verification")
+        timeout = self.services.settings.cache_verify_timeout_ms
+        await emit_step(ctx, CACHE_REFRESH_REQUESTED, "refresh",
                         {"cacheKey": key, "authoritativeSource": auth.source,
                          "version": auth.version, "checksum": refresh.checksum,
                          "ttlMs": refresh.ttl_ms, "metadata": refresh.metadata,
@@ -303,16 +305,16 @@ class CacheConflictStrategy(BaseStrategy):
         data = watch.data
         key, event_id = data["cacheKey"], data["eventId"]
         valid, why = verified(data["checksum"], result)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         disabled_until = None
         if not valid:
             disable = disable_command(key, event_id=event_id, incident_id=watch.incident_id,
                                       now_ms=now,
-                                      duration_ms=self.pipeline.settings.cache_disable_ms)
+                                      duration_ms=self.services.settings.cache_disable_ms)
             disabled_until = disable.until_ms
             await self.command(disable)
         common = {"failure_event_id": event_id, "classification": data.get("classification")}
-        await self.pipeline.emit(
+        await self.services.emit(
             CACHE_RECOVERY_COMPLETED, watch.incident_id,
             step_id=lifecycle.step_id(event_id, "cache-recovery"),
             payload={"cacheKey": key, "recoveryMethod": "database_refresh", "success": valid,
@@ -320,11 +322,11 @@ class CacheConflictStrategy(BaseStrategy):
                      "fallbackToDatabase": not valid, "verification": why}, **common)
         if valid:
             # The incident completes the generic way (recovery/recovery_completed).
-            await self.pipeline.send(OutRecord(self.pipeline.topics.commands,
+            await self.services.send(OutRecord(self.services.topics.commands,
                                                watch.incident_id.encode(), b"",
                                                [(h.COMMAND, b"ack")]))
         else:
-            await self.pipeline.emit(
+            await self.services.emit(
                 lifecycle.ESCALATED, watch.incident_id,
                 step_id=lifecycle.step_id(event_id, "escalated"),
                 outcome="escalated",
@@ -335,7 +337,7 @@ class CacheConflictStrategy(BaseStrategy):
                                               "meanwhile"}, **common)
 
     async def orphaned(self, ctx: StrategyContext, key: str, detail: dict[str, Any]) -> None:
-        await self.emit(ctx, ORPHANED_CACHE_ENTRY, "orphaned",
+        await emit_step(ctx, ORPHANED_CACHE_ENTRY, "orphaned",
                         {"cacheKey": key, "affectedEntries": list(detail.get("affected_entries")
                                                                   or []),
                          "cacheValue": parse_json(detail.get("cache_value_json"),
@@ -346,11 +348,11 @@ class CacheConflictStrategy(BaseStrategy):
                                                 "database record"})
 
     async def invalidate_only(self, ctx: StrategyContext, key: str, corruption: str) -> None:
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         await self.command(cc.CacheCommand(f"{event_id}:invalidate", cc.INVALIDATE, key,
-                                           lifecycle.now_ms(), ctx.incident.incident_id,
+                                           self.services.clock.now_ms(), ctx.incident.incident_id,
                                            reason=f"{corruption}_recovery"))
-        await self.emit(ctx, CACHE_RECOVERY_COMPLETED, "cache-recovery",
+        await emit_step(ctx, CACHE_RECOVERY_COMPLETED, "cache-recovery",
                         {"cacheKey": key, "recoveryMethod": "invalidate", "success": True,
                          "cachingDisabled": False, "originalCorruption": corruption})
         await self.finish(ctx, "completed", "cache entry invalidated",
@@ -360,25 +362,25 @@ class CacheConflictStrategy(BaseStrategy):
 
     async def version_conflict(self, ctx: StrategyContext, key: str,
                                detail: dict[str, Any]) -> None:
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
-        versions = versions_of(ctx.event["kind"], detail)
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
+        versions = versions_of(ctx.event.kind, detail)
         resolution = resolve(versions, self.policy.strategy_for(key))
         effects = effects_of(resolution)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         if effects.set_cache:
             await self.command(cc.CacheCommand(
                 f"{event_id}:resolved", cc.SET, key, now, incident_id, value=resolution.value,
                 version=resolution.version, checksum=checksum(resolution.value),
                 reason=resolution.action))
         if effects.update_database:
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.state_topic, key.encode(),
                 state_record(resolution.value, resolution.version, now, resolution.action), []))
-        await self.pipeline.send(OutRecord(
+        await self.services.send(OutRecord(
             self.audit_topic, key.encode(),
             orjson.dumps(audit_record(key, resolution, versions, incident_id=incident_id,
                                       event_id=event_id, now_ms=now)), []))
-        await self.emit(ctx, VERSION_CONFLICT_RESOLVED, "resolved",
+        await emit_step(ctx, VERSION_CONFLICT_RESOLVED, "resolved",
                         {"cacheKey": key, **{k: v for k, v in resolution.as_record().items()
                                              if k != "action"},
                          "resolution": resolution.action})
@@ -394,32 +396,17 @@ class CacheConflictStrategy(BaseStrategy):
 
     # ---- plumbing --------------------------------------------------------------------------
 
-    def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification, lifecycle.now_ms(),
-                            state=state, what=what)
-        if noted is not ctx.incident:
-            ctx.incidents[ctx.incident.incident_id] = noted.to_json()
-
     async def finish(self, ctx: StrategyContext, state: str, what: str, event_type: str,
                      payload: dict[str, Any]) -> None:
-        self.note(ctx, state, what)
+        note_handled(ctx, state, what)
         outcome = "completed" if event_type == lifecycle.RECOVERY_COMPLETED else "escalated"
-        await self.emit(ctx, event_type, outcome, payload, outcome=outcome)
-
-    async def emit(self, ctx: StrategyContext, event_type: str, step: str,
-                   payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 outcome=outcome, payload=payload)
+        await emit_step(ctx, event_type, outcome, payload, outcome=outcome)
 
     async def command(self, command: cc.CacheCommand) -> None:
-        await self.pipeline.send(OutRecord(self.cache_topic, command.key.encode(),
+        await self.services.send(OutRecord(self.cache_topic, command.key.encode(),
                                            command.encode(), []))
 
 
-def install(app: Any, pipeline: Any) -> CacheConflictStrategy:
-    policy = pipeline.state_policies.cache
-    return CacheConflictStrategy(app, pipeline, policy)
+def install(app: faust.App, services: StrategyServices) -> CacheConflictStrategy:
+    policy = services.state_policies.cache
+    return CacheConflictStrategy(app, services, policy)

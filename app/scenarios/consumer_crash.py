@@ -20,17 +20,21 @@ consumer wrappers obey."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import health
-from app.pipeline.strategy import BaseStrategy, StrategyContext
-from app.scenarios.shared.incidents import classification_of, detail_of, note_report
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
+from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +63,27 @@ def response_for(severity: str) -> str:
     return LOG
 
 
-def consumer_of(event: dict[str, Any]) -> str | None:
+def consumer_of(event: FailureEvent) -> str | None:
     """The crashed consumer: its group as reported, else the detail's consumer id."""
-    group = (event.get("source") or {}).get("consumer_group")
+    group = event.consumer_group
     if group:
         return str(group)
-    detail = detail_of(event, "ConsumerCrashed")
+    detail = event.detail("ConsumerCrashed")
     return str(detail["consumer_id"]) if detail and detail.get("consumer_id") else None
 
 
-def poisoned_records(event: dict[str, Any]) -> tuple[ctl.RecordId, ...]:
-    failed = event.get("failed_record")
+def poisoned_records(event: FailureEvent) -> tuple[ctl.RecordId, ...]:
+    failed = event.failed_record
     if not failed or int(failed.get("offset", -1)) < 0:
         return ()
     return (ctl.RecordId(str(failed["topic"]), int(failed.get("partition", 0)),
                          int(failed["offset"])),)
 
 
-def quarantines(event: dict[str, Any], decision: d.Decision | None) -> bool:
+def quarantines(event: FailureEvent, decision: d.Decision | None) -> bool:
     """A crash whose generic decision is Poison: FATAL/CRITICAL at once, or ERROR once its
     reprocessing retries ran out."""
-    return event["kind"] == KIND and isinstance(decision, d.Poison)
+    return event.kind == KIND and isinstance(decision, d.Poison)
 
 
 def handled_as(severity: str) -> str:
@@ -88,16 +92,16 @@ def handled_as(severity: str) -> str:
     return severity if severity in ("FATAL", "CRITICAL") else "CRITICAL"
 
 
-def stop_command(event: dict[str, Any], group: str, incident_id: str,
+def stop_command(event: FailureEvent, group: str, incident_id: str,
                  issued_at_ms: int) -> ctl.ControlCommand:
-    return ctl.control_command(ctl.STOP, group, command_id=f"{event['event_id']}:stop",
+    return ctl.control_command(ctl.STOP, group, command_id=f"{event.event_id}:stop",
                                incident_id=incident_id, issued_at_ms=issued_at_ms)
 
 
-def restart_command(event: dict[str, Any], group: str, incident_id: str,
+def restart_command(event: FailureEvent, group: str, incident_id: str,
                     issued_at_ms: int) -> ctl.ControlCommand:
     return ctl.control_command(ctl.RESTART_SAFE_MODE, group,
-                               command_id=f"{event['event_id']}:restart-safe-mode",
+                               command_id=f"{event.event_id}:restart-safe-mode",
                                incident_id=incident_id, options=dict(ctl.SAFE_MODE_OPTIONS),
                                skip=poisoned_records(event), issued_at_ms=issued_at_ms)
 
@@ -124,37 +128,27 @@ class ConsumerCrashStrategy(BaseStrategy):
     name = "consumer_crash"
     kinds = frozenset({KIND})
 
-    def __init__(self, pipeline: Any):
-        self.pipeline = pipeline
-        self.control_topic = pipeline.settings.topic(ctl.TOPIC)
-        self.heartbeats_topic = pipeline.settings.topic("recovery.heartbeats")
+    def __init__(self, services: StrategyServices):
+        self.services = services
+        self.control_topic = services.settings.topic(ctl.TOPIC)
+        self.heartbeats_topic = services.settings.topic("recovery.heartbeats")
 
     # Minor errors: the strategy takes the event; nothing is retried or quarantined.
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] == KIND and response_for(
-            classification_of(self.pipeline, event).severity) == LOG
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind == KIND and response_for(
+            classification_of(self.services, event).severity) == LOG
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event["event_id"], incident.incident_id
-        logged = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
-                             state="completed", what="minor consumer error logged")
-        if logged is not incident:
-            ctx.incidents[incident_id] = logged.to_json()
+        event = ctx.event
+        note_handled(ctx, "completed", "minor consumer error logged")
         log.warning("minor consumer error (%s) in %s: %s", ctx.classification.severity,
-                    consumer_of(event), event["error"]["message"])
-        common = {"failure_event_id": event_id, "classification": ctx.classification.as_record()}
-        await self.pipeline.emit(ERROR_LOGGED, incident_id,
-                                 step_id=lifecycle.step_id(event_id, "logged"),
-                                 payload={"consumerId": consumer_of(event),
-                                          "severity": ctx.classification.severity,
-                                          "error": event["error"]["message"],
-                                          "processingContinues": True}, **common)
-        await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
-                                 step_id=lifecycle.step_id(event_id, "completed"),
-                                 outcome="completed",
-                                 payload={"action": "logged", "processingContinues": True},
-                                 **common)
+                    consumer_of(event), event.message)
+        await emit_step(ctx, ERROR_LOGGED, "logged",
+                        {"consumerId": consumer_of(event),
+                         "severity": ctx.classification.severity, "error": event.message,
+                         "processingContinues": True})
+        await emit_step(ctx, lifecycle.RECOVERY_COMPLETED, "completed",
+                        {"action": "logged", "processingContinues": True}, outcome="completed")
 
     # FATAL / CRITICAL (and ERROR once exhausted): stop before the poison, restart after.
     async def after_decision(self, ctx: StrategyContext) -> bool:
@@ -162,12 +156,13 @@ class ConsumerCrashStrategy(BaseStrategy):
         if not quarantines(ctx.event, ctx.decision) or group is None:
             if quarantines(ctx.event, ctx.decision):
                 log.info("crash report %s names no consumer: nothing to stop or restart",
-                            ctx.event["event_id"])
+                            ctx.event.event_id)
             return False
-        command = stop_command(ctx.event, group, ctx.incident.incident_id, lifecycle.now_ms())
+        command = stop_command(ctx.event, group, ctx.incident.incident_id,
+                               self.services.clock.now_ms())
         await self.send_command(command)
-        await self.emit_step(ctx, STOP_REQUESTED, "stop", group, command,
-                             {"handledAs": handled_as(ctx.classification.severity)})
+        await self.emit_command(ctx, STOP_REQUESTED, "stop", group, command,
+                                {"handledAs": handled_as(ctx.classification.severity)})
         return False
 
     async def after_apply(self, ctx: StrategyContext) -> None:
@@ -175,22 +170,23 @@ class ConsumerCrashStrategy(BaseStrategy):
         if not quarantines(ctx.event, ctx.decision) or group is None:
             return
         command = restart_command(ctx.event, group, ctx.incident.incident_id,
-                                  lifecycle.now_ms())
+                                  self.services.clock.now_ms())
         await self.send_command(command)
-        await self.pipeline.send(OutRecord(
+        await self.services.send(OutRecord(
             self.heartbeats_topic, group.encode(),
             orjson.dumps(watch_start(group, command)), []))
-        watch = self.pipeline.watch
-        await self.emit_step(ctx, SAFE_MODE_RESTART_REQUESTED, "restart-safe-mode", group,
-                             command, {"options": command.options,
-                                       "skip": [s.to_json() for s in command.skip],
-                                       "monitoring": {"checkIntervalMs": watch.check_interval_ms,
-                                                      "windowMs": watch.window_ms}})
+        watch = self.services.watch
+        await self.emit_command(ctx, SAFE_MODE_RESTART_REQUESTED, "restart-safe-mode", group,
+                                command, {"options": command.options,
+                                          "skip": [s.to_json() for s in command.skip],
+                                          "monitoring": {
+                                              "checkIntervalMs": watch.check_interval_ms,
+                                              "windowMs": watch.window_ms}})
 
-    async def on_completed(self, pipeline: Any, incident: d.Incident) -> None:
+    async def on_completed(self, services: StrategyServices, incident: d.Incident) -> None:
         if (incident.classification or {}).get("type") != CRASH_TYPE:
             return
-        await pipeline.emit(CONSUMER_RECOVERED, incident.incident_id,
+        await services.emit(CONSUMER_RECOVERED, incident.incident_id,
                             step_id=lifecycle.step_id(incident.incident_id, "consumer-recovered",
                                                       cycle=incident.cycle),
                             attempt=incident.attempts, classification=incident.classification,
@@ -198,33 +194,29 @@ class ConsumerCrashStrategy(BaseStrategy):
                                      "recoveredEvent": {"incidentId": incident.incident_id},
                                      "attemptsRequired": incident.attempts})
 
-    async def on_watch_outcome(self, pipeline: Any, group: str, before: Any,
-                               outcome: Any) -> None:
+    async def on_watch_outcome(self, services: StrategyServices, group: str,
+                               before: health.ConsumerHealth, outcome: health.WatchOutcome
+                               ) -> None:
         if not resumes_after(before, outcome) or not before.watch_control_id:
             return
         incident_id = before.watch_incident_id or f"consumer:{group}"
         command = resume_command(group, before.watch_control_id, before.watch_incident_id,
-                                 lifecycle.now_ms())
+                                 self.services.clock.now_ms())
         await self.send_command(command)
-        await pipeline.emit(RESUME_REQUESTED, incident_id, step_id=command.command_id,
+        await services.emit(RESUME_REQUESTED, incident_id, step_id=command.command_id,
                             payload={"consumerId": group, "commandId": command.command_id,
                                      "command": command.command})
 
     async def send_command(self, command: ctl.ControlCommand) -> None:
-        await self.pipeline.send(OutRecord(self.control_topic, command.target.encode(),
+        await self.services.send(OutRecord(self.control_topic, command.target.encode(),
                                            command.encode(), []))
 
-    async def emit_step(self, ctx: StrategyContext, event_type: str, step: str, group: str,
-                        command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
-        event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 attempt=ctx.incident.attempts,
-                                 payload={"consumerId": group, "commandId": command.command_id,
-                                          "command": command.command, **extra})
+    async def emit_command(self, ctx: StrategyContext, event_type: str, step: str, group: str,
+                           command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
+        await emit_step(ctx, event_type, step,
+                        {"consumerId": group, "commandId": command.command_id,
+                         "command": command.command, **extra}, attempt=ctx.incident.attempts)
 
 
-def install(app: Any, pipeline: Any) -> ConsumerCrashStrategy:
-    return ConsumerCrashStrategy(pipeline)
+def install(app: faust.App, services: StrategyServices) -> ConsumerCrashStrategy:
+    return ConsumerCrashStrategy(services)

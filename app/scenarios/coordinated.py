@@ -30,19 +30,21 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
 from app.contracts.records import OutRecord
 from app.pipeline import health
-from app.pipeline.strategy import BaseStrategy
+from app.pipeline.strategy import BaseStrategy, StrategyServices, Table
 from app.policy.state import CoordinationPolicy
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
 
 log = logging.getLogger(__name__)
@@ -285,17 +287,17 @@ class Coordinator(BaseStrategy):
 
     name = "coordinated"
 
-    def __init__(self, app: Any, pipeline: Any, policy: CoordinationPolicy):
+    def __init__(self, app: faust.App, services: StrategyServices, policy: CoordinationPolicy):
         self.app = app
-        self.pipeline = pipeline
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.window_ms = settings.coordination_window_ms
         self.settle_ms = settings.coordination_settle_ms
         self.topic_name = settings.topic(TOPIC)
         self.control_topic = settings.topic(ctl.TOPIC)
         self.heartbeats_topic = settings.topic("recovery.heartbeats")
-        self.watches = w.ensure(app, pipeline)
+        self.watches = shared(app, services).watches
         self.watches.register(PLAN_WATCH, self.on_plan_due_early, self.on_plan_due)
         self.throttle = Throttle(THROTTLE_MS)
         self.table = app.Table("coordination", default=None, partitions=1, schema=faust.Schema(
@@ -306,17 +308,17 @@ class Coordinator(BaseStrategy):
 
         @app.timer(THROTTLE_MS / 1000)
         async def forward_held() -> None:
-            for seen in self.throttle.due(lifecycle.now_ms()):
+            for seen in self.throttle.due(self.services.clock.now_ms()):
                 await self.forward(seen)
 
         @app.agent(coordination, name="coordinator")
-        async def coordinator(stream: Any) -> None:
+        async def coordinator(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 await self.on_coordination(event.message.value)
 
     # ---- observing -------------------------------------------------------------------------
 
-    async def on_event(self, pipeline: Any, event: dict[str, Any]) -> None:
+    async def on_event(self, services: StrategyServices, event: dict[str, Any]) -> None:
         """Every lifecycle event this worker emits: failures received (as patterns) and the
         outcomes of the incidents it named."""
         incident = event["incident_id"]
@@ -326,24 +328,22 @@ class Coordinator(BaseStrategy):
         if event["event_type"] == lifecycle.FAILURE_RECEIVED:
             payload = orjson.loads(event["payload_json"] or "{}")
             pattern = self.policy.patterns.get(payload.get("kind", ""))
-            occurred = event["occurred_at"]
-            at_ms = int(occurred.timestamp() * 1000) if hasattr(occurred, "timestamp") \
-                else int(occurred)
+            at_ms = to_ms(event["occurred_at"])
             if pattern is not None:
                 seen = self.throttle.admit(Observation(
                     pattern, payload["kind"], incident,
                     (event.get("classification") or {}).get("severity"), at_ms),
-                    lifecycle.now_ms())
+                    self.services.clock.now_ms())
                 if seen is not None:
                     await self.forward(seen)
         elif event.get("outcome") and self.throttle.knows(incident):
             message = {"op": "outcome", "incident_id": incident, "outcome": event["outcome"]}
         if message is not None:
-            await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(),
+            await self.services.send(OutRecord(self.topic_name, STATE_KEY.encode(),
                                                orjson.dumps(message), []))
 
     async def forward(self, seen: Observation) -> None:
-        await self.pipeline.send(OutRecord(self.topic_name, STATE_KEY.encode(), orjson.dumps(
+        await self.services.send(OutRecord(self.topic_name, STATE_KEY.encode(), orjson.dumps(
             {"op": "observed", **asdict(seen)}), []))
 
     async def on_coordination(self, value: bytes | None) -> None:
@@ -366,7 +366,7 @@ class Coordinator(BaseStrategy):
                 self.table[STATE_KEY] = updated
             return
         state = observe(state, seen, self.window_ms)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         if should_plan(state, now, self.window_ms, self.policy):
             state = {**state, "last_plan_ms": now}
             await self.make_plan(state, now, trigger=seen)
@@ -377,7 +377,7 @@ class Coordinator(BaseStrategy):
         plan = create_plan(plan_id, analyze(active_patterns(state, now, self.window_ms)),
                            self.policy)
         incident_id = f"coordination:{plan_id}"
-        await self.pipeline.emit(PLANNED, incident_id,
+        await self.services.emit(PLANNED, incident_id,
                                  step_id=lifecycle.step_id(incident_id, "planned"),
                                  payload={**plan.to_json(), "runsAt": now + self.settle_ms,
                                           "windowMs": self.window_ms})
@@ -395,7 +395,7 @@ class Coordinator(BaseStrategy):
                                     self.verify_system)
         # No `outcome`: a plan is not a failure's incident (every failure event keeps its
         # own one terminal outcome); its verdict is `success` in the payload.
-        await self.pipeline.emit(COMPLETED, watch.incident_id,
+        await self.services.emit(COMPLETED, watch.incident_id,
                                  step_id=lifecycle.step_id(watch.incident_id, "completed"),
                                  payload={"planId": plan.plan_id, **result})
 
@@ -427,9 +427,9 @@ class Coordinator(BaseStrategy):
             command = ctl.control_command(
                 ctl.RESTART_SAFE_MODE, group, command_id=f"{plan.plan_id}:{group}:restart",
                 incident_id=f"coordination:{plan.plan_id}", options=dict(ctl.SAFE_MODE_OPTIONS))
-            await self.pipeline.send(OutRecord(self.control_topic, group.encode(),
+            await self.services.send(OutRecord(self.control_topic, group.encode(),
                                                command.encode(), []))
-            await self.pipeline.send(OutRecord(self.heartbeats_topic, group.encode(),
+            await self.services.send(OutRecord(self.heartbeats_topic, group.encode(),
                                                orjson.dumps(crash.watch_start(group, command)),
                                                []))
             restarted.append(group)
@@ -452,14 +452,16 @@ class Coordinator(BaseStrategy):
                       for x in self.watches.active(cache_conflicts.VERIFY_WATCH))
 
     def unhealthy_consumers(self) -> list[tuple[str, health.ConsumerHealth]]:
-        table = self.app.tables.get("consumer-health")
+        # The worker's consumer-health GlobalTable (Faust's table manager types it as a bare
+        # collection).
+        table = cast("Table | None", self.app.tables.get("consumer-health"))
         if table is None:
             return []
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         found = []
         for group, data in sorted(table.items()):
             state = health.ConsumerHealth.from_json(data, group)
-            if state is not None and not health.is_healthy(state, now, self.pipeline.watch):
+            if state is not None and not health.is_healthy(state, now, self.services.watch):
                 found.append((group, state))
         return found
 
@@ -467,5 +469,5 @@ class Coordinator(BaseStrategy):
         return dict((self.table.get(STATE_KEY) or {}).get("outcomes") or {})
 
 
-def install(app: Any, pipeline: Any) -> Coordinator:
-    return Coordinator(app, pipeline, pipeline.state_policies.coordination)
+def install(app: faust.App, services: StrategyServices) -> Coordinator:
+    return Coordinator(app, services, services.state_policies.coordination)

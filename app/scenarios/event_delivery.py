@@ -33,18 +33,23 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.failure_event import SUBJECT as FAILURE_SUBJECT
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DeliveryPolicy
-from app.scenarios.shared.incidents import classification_of, detail_of, note_report
+from app.scenarios.shared.incidents import classification_of, emit_step, note_handled
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +85,8 @@ def handler_for(classification_type: str) -> str:
 
 # ---- consumer_unavailable ---------------------------------------------------------------
 
-def failed_consumers(event: dict[str, Any]) -> list[str]:
-    detail = detail_of(event, DETAIL) or {}
+def failed_consumers(event: FailureEvent) -> list[str]:
+    detail = event.detail(DETAIL) or {}
     seen: list[str] = []
     for consumer in detail.get("failed_consumers") or []:
         if consumer and consumer not in seen:
@@ -89,21 +94,21 @@ def failed_consumers(event: dict[str, Any]) -> list[str]:
     return seen
 
 
-def is_child(event: dict[str, Any]) -> bool:
-    return PARENT_INCIDENT in ((event.get("error") or {}).get("details") or {})
+def is_child(event: FailureEvent) -> bool:
+    return PARENT_INCIDENT in event.error_details
 
 
-def needs_split(event: dict[str, Any], classification_type: str) -> bool:
+def needs_split(event: FailureEvent, classification_type: str) -> bool:
     """A consumer_unavailable report carrying the undelivered event and naming failed
     consumers other than just its own consumer group is split into one report per consumer.
     (Without the event there is nothing to keep for each consumer: the generic path
     dead-letters the report.)"""
-    if event.get("kind") != KIND or classification_type != CONSUMER_UNAVAILABLE:
+    if event.kind != KIND or classification_type != CONSUMER_UNAVAILABLE:
         return False
-    if not event.get("failed_record"):
+    if not event.failed_record:
         return False
     consumers = failed_consumers(event)
-    own = (event.get("source") or {}).get("consumer_group")
+    own = event.consumer_group
     return bool(consumers) and consumers != [own] and not is_child(event)
 
 
@@ -114,14 +119,17 @@ def child_incident(parent_incident: str, consumer: str) -> str:
 def child_event(parent: dict[str, Any], parent_incident: str, consumer: str,
                 policy: DeliveryPolicy) -> dict[str, Any]:
     """The report for one consumer: the same failed record, this consumer's group and
-    redelivery topic, a deterministic id (the same parent always gives the same child)."""
-    detail = detail_of(parent, DETAIL) or {}
+    redelivery topic, a deterministic id (the same parent always gives the same child).
+    A new failure event, so built on the parent's raw record (`FailureEvent.raw`, what the
+    codec encodes) as new_failure_event builds one."""
+    reported = FailureEvent(parent)
+    detail = reported.detail(DETAIL) or {}
     error = dict(parent["error"])
-    error["details"] = {**(error.get("details") or {}), PARENT_INCIDENT: parent_incident,
-                        PARENT_EVENT: parent["event_id"]}
+    error["details"] = {**reported.error_details, PARENT_INCIDENT: parent_incident,
+                        PARENT_EVENT: reported.event_id}
     return {
         **parent,
-        "event_id": str(uuid.uuid5(CHILD_NAMESPACE, f"{parent['event_id']}/{consumer}")),
+        "event_id": str(uuid.uuid5(CHILD_NAMESPACE, f"{reported.event_id}/{consumer}")),
         "work_item_id": child_incident(parent_incident, consumer),
         "source": {**parent["source"], "consumer_group": consumer},
         "error": error,
@@ -161,9 +169,9 @@ class EscalateTopic:
 TopicStep = CreateTopic | UseFallback | EscalateTopic
 
 
-def missing_topic(event: dict[str, Any]) -> str | None:
-    detail = detail_of(event, DETAIL) or {}
-    return detail.get("target_topic") or (event.get("failed_record") or {}).get("topic")
+def missing_topic(event: FailureEvent) -> str | None:
+    detail = event.detail(DETAIL) or {}
+    return detail.get("target_topic") or (event.failed_record or {}).get("topic")
 
 
 def definition_of(topic: str, specs: list[TopicSpec], prefix: str) -> TopicSpec | None:
@@ -191,13 +199,13 @@ def topic_step(topic: str | None, *, definition: TopicSpec | None, creation_allo
     return EscalateTopic(f"{why}, and no fallback topic is configured")
 
 
-def delivery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
+def delivery_failed_fields(event: FailureEvent) -> dict[str, Any]:
     """The source's communication/event_delivery_failed payload fields."""
-    detail = detail_of(event, DETAIL) or {}
-    failed = event.get("failed_record") or {}
+    detail = event.detail(DETAIL) or {}
+    failed = event.failed_record or {}
     return {
         "affectedConsumers": failed_consumers(event),
-        "deliveryError": {"type": event["error"]["type"], "cause": detail.get("cause"),
+        "deliveryError": {"type": event.error_type, "cause": detail.get("cause"),
                           "targetTopic": detail.get("target_topic"),
                           "messageSize": detail.get("message_size"),
                           "sizeLimit": detail.get("size_limit")},
@@ -209,7 +217,7 @@ def delivery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
 
 # ---- wiring -----------------------------------------------------------------------------
 
-def create_topic(settings: Any, spec: TopicSpec) -> None:
+def create_topic(settings: Settings, spec: TopicSpec) -> None:
     from confluent_kafka.admin import AdminClient
 
     from app.kafka.config import admin_config
@@ -222,43 +230,38 @@ class EventDeliveryStrategy(BaseStrategy):
     name = "event_delivery"
     kinds = frozenset({KIND})
 
-    def __init__(self, pipeline: Any):
-        self.pipeline = pipeline
-        self.settings = pipeline.settings
-        self.policy = pipeline.scenario_policies.delivery
-        self.failures_topic = pipeline.settings.topic("recovery.failures")
+    def __init__(self, services: StrategyServices):
+        self.services = services
+        self.settings = services.settings
+        self.policy = services.scenario_policies.delivery
+        self.failures_topic = services.settings.topic("recovery.failures")
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        return delivery_failed_fields(event) if event["kind"] == KIND else {}
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        return delivery_failed_fields(event) if event.kind == KIND else {}
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return needs_split(event, classification_of(self.pipeline, event).type)
+    def takes_over(self, event: FailureEvent) -> bool:
+        return needs_split(event, classification_of(self.services, event).type)
 
     async def handle(self, ctx: StrategyContext) -> None:
         """Splits a report per failed consumer; each child goes through the pipeline."""
-        event, incident = ctx.event, ctx.incident
-        event_id, incident_id = event["event_id"], incident.incident_id
+        event, incident_id = ctx.event, ctx.incident.incident_id
         consumers = failed_consumers(event)
-        noted = note_report(incident, event, ctx.classification, lifecycle.now_ms(),
-                            state="split", what=f"split per consumer: {', '.join(consumers)}")
-        if noted is not incident:
-            ctx.incidents[incident_id] = noted.to_json()
+        note_handled(ctx, "split", f"split per consumer: {', '.join(consumers)}")
         children = []
         for consumer in consumers:
             child = child_event(event.raw, incident_id, consumer, self.policy)
             children.append(child["work_item_id"])
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),
-                self.pipeline.codec.encode(FAILURE_SUBJECT, child), []))
+                self.services.codec.encode(FAILURE_SUBJECT, child), []))
         # The parent's own outcome: "split"; each child then ends in one of the usual ones.
-        await self.pipeline.emit(SPLIT, incident_id, step_id=lifecycle.step_id(event_id, "split"),
-                                 failure_event_id=event_id, outcome=SPLIT_OUTCOME,
-                                 classification=ctx.classification.as_record(),
-                                 payload={"consumers": consumers, "childIncidents": children,
-                                          "handler": handler_for(ctx.classification.type)})
+        await emit_step(ctx, SPLIT, "split",
+                        {"consumers": consumers, "childIncidents": children,
+                         "handler": handler_for(ctx.classification.type)},
+                        outcome=SPLIT_OUTCOME)
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
-        if ctx.event["kind"] != KIND:
+        if ctx.event.kind != KIND:
             return False
         if ctx.classification.type == CONSUMER_UNAVAILABLE:
             await self.alternative_delivery(ctx)
@@ -271,22 +274,16 @@ class EventDeliveryStrategy(BaseStrategy):
     async def alternative_delivery(self, ctx: StrategyContext) -> None:
         event, incident = ctx.event, ctx.incident
         topic = alternative_topic(ctx.decision, incident, self.policy,
-                                  bool(event.get("failed_record")))
+                                  bool(event.failed_record))
         if topic is None:
             return
         original = routing.original_of(event, ctx.record)
         headers = routing.context(event, original, incident, ctx.classification,
                                   **{ALTERNATIVE_HEADER: "1"})
-        await self.pipeline.send(routing.moved(topic, original, headers))
-        await self.pipeline.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
-                                 step_id=lifecycle.step_id(event["event_id"],
-                                                           "alternative-delivery"),
-                                 failure_event_id=event["event_id"],
-                                 classification=ctx.classification.as_record(),
-                                 attempt=incident.attempts,
-                                 payload={"consumer": incident.consumer_group,
-                                          "alternativeTopic": topic,
-                                          "originalTopic": original.topic})
+        await self.services.send(routing.moved(topic, original, headers))
+        await emit_step(ctx, ALTERNATIVE_DELIVERY, "alternative-delivery",
+                        {"consumer": incident.consumer_group, "alternativeTopic": topic,
+                         "originalTopic": original.topic}, attempt=incident.attempts)
 
     async def topic_not_found(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident
@@ -297,10 +294,10 @@ class EventDeliveryStrategy(BaseStrategy):
         step = topic_step(topic, definition=definition,
                           creation_allowed=self.settings.create_missing_topics,
                           fallback=fallback)
-        common = {"failure_event_id": event["event_id"],
+        common = {"failure_event_id": event.event_id,
                   "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
-        event_id, incident_id = event["event_id"], incident.incident_id
+        incident_id = incident.incident_id
         if isinstance(step, CreateTopic):
             loop = asyncio.get_running_loop()
             try:
@@ -310,61 +307,53 @@ class EventDeliveryStrategy(BaseStrategy):
                 step = topic_step(topic, definition=definition, creation_allowed=True,
                                   fallback=fallback, creation_error=str(exc))
             else:
-                await self.pipeline.emit(TOPIC_CREATED, incident_id,
-                                         step_id=lifecycle.step_id(event_id, "topic-created"),
-                                         payload={"topicName": topic,
-                                                  "partitions": step.spec.partitions,
-                                                  "replicationFactor":
-                                                      step.spec.replication_factor,
-                                                  "config": step.spec.config}, **common)
+                await emit_step(ctx, TOPIC_CREATED, "topic-created",
+                                {"topicName": topic, "partitions": step.spec.partitions,
+                                 "replicationFactor": step.spec.replication_factor,
+                                 "config": step.spec.config}, attempt=incident.attempts)
         if isinstance(step, EscalateTopic):
             self.record(ctx, "escalated", step.reason)
-            await self.pipeline.emit(lifecycle.ESCALATED, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "escalated"),
-                                     outcome="escalated",
-                                     payload={"reason": step.reason, "topicName": topic,
-                                              "handler": "handleTopicNotFound",
-                                              "recommendedAction":
-                                                  "create the topic or configure a fallback "
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
+                            {"reason": step.reason, "topicName": topic,
+                             "handler": "handleTopicNotFound",
+                             "recommendedAction": "create the topic or configure a fallback "
                                                   "topic, then replay the failure"},
-                                     **common)
+                            outcome="escalated", attempt=incident.attempts)
             return True
         target = step.spec.name if isinstance(step, CreateTopic) else step.topic
         assert topic is not None
         delivered = False
-        if event.get("failed_record"):
+        if event.failed_record:
             original = routing.original_of(event, ctx.record)
-            await self.pipeline.send(routing.redelivery(
+            await self.services.send(routing.redelivery(
                 target, original.key, original.value,
                 h.with_context(original.headers, routing.context(
                     event, original, incident, ctx.classification))))
             delivered = True
         if isinstance(step, UseFallback):
-            await self.pipeline.emit(REROUTED_TO_FALLBACK, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "fallback-topic"),
-                                     payload={"topicName": topic, "fallbackTopic": target,
-                                              "delivered": delivered}, **common)
+            await emit_step(ctx, REROUTED_TO_FALLBACK, "fallback-topic",
+                            {"topicName": topic, "fallbackTopic": target,
+                             "delivered": delivered}, attempt=incident.attempts)
         else:
-            await self.pipeline.emit(lifecycle.REDELIVERED, incident_id,
-                                     step_id=lifecycle.step_id(event_id, "redelivered"),
-                                     payload={"target": target, "delivered": delivered},
-                                     **common)
+            await emit_step(ctx, lifecycle.REDELIVERED, "redelivered",
+                            {"target": target, "delivered": delivered},
+                            attempt=incident.attempts)
         action = "topic_created" if isinstance(step, CreateTopic) else "fallback_topic"
         self.record(ctx, "completed", action)
-        first = incident.first_failure_ms
-        await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+        first, now = incident.first_failure_ms, self.services.clock.now_ms()
+        await self.services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                  step_id=lifecycle.step_id(incident_id, "completed",
                                                            cycle=incident.cycle),
                                  outcome="completed",
-                                 duration_ms=lifecycle.now_ms() - first if first else None,
+                                 duration_ms=now - first if first else None,
                                  payload={"action": action, "target": target,
                                           "delivered": delivered}, **common)
         return True
 
     def record(self, ctx: StrategyContext, state: str, what: str) -> None:
         ctx.incidents[ctx.incident.incident_id] = ctx.incident.step(
-            lifecycle.now_ms(), what, state=state).to_json()
+            self.services.clock.now_ms(), what, state=state).to_json()
 
 
-def install(app: Any, pipeline: Any) -> EventDeliveryStrategy:
-    return EventDeliveryStrategy(pipeline)
+def install(app: faust.App, services: StrategyServices) -> EventDeliveryStrategy:
+    return EventDeliveryStrategy(services)

@@ -39,19 +39,25 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.clock import to_ms
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import decide as d
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import Fallback, McpPolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
-from app.scenarios.shared.incidents import detail_of
+from app.scenarios.shared.incidents import emit_step
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -278,16 +284,14 @@ def degraded_reply(tool: str | None, step: ReturnDegraded, incident_id: str) -> 
                          "incidentId": incident_id})
 
 
-def connection_lost_fields(event: dict[str, Any], entries: list[reg.ToolEntry]
+def connection_lost_fields(event: FailureEvent, entries: list[reg.ToolEntry]
                            ) -> dict[str, Any]:
     """The source's communication/mcp_connection_lost payload fields."""
-    detail = detail_of(event, DETAIL) or {}
+    detail = event.detail(DETAIL) or {}
     server = detail.get("server_id")
     last = detail.get("last_successful_connection")
-    if hasattr(last, "timestamp"):
-        last = int(last.timestamp() * 1000)
-    return {"serverId": server, "errorType": event["error"]["type"],
-            "lastSuccessfulConnection": last,
+    return {"serverId": server, "errorType": event.error_type,
+            "lastSuccessfulConnection": to_ms(last) if last is not None else None,
             "affectedTools": reg.tools_of(entries, server) if server else []}
 
 
@@ -297,25 +301,25 @@ class McpConnectionStrategy(BaseStrategy):
     name = "mcp_connection"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
-        self.pipeline = pipeline
-        self.policy = pipeline.scenario_policies.mcp
-        self.registry = reg.ensure(app, pipeline)
+        self.services = services
+        self.policy = services.scenario_policies.mcp
+        self.registry = shared(app, services).tool_registry
         self.plans = app.Table("mcp-routes", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        if event["kind"] != KIND:
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        if event.kind != KIND:
             return {}
         return connection_lost_fields(event, self.registry.entries())
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident
-        if event["kind"] != KIND:
+        if event.kind != KIND:
             return False
-        event_id = event["event_id"]
+        event_id = event.event_id
         plan = Plan.from_json(self.plans.get(incident.incident_id))
         if plan is not None and plan.cycle == incident.cycle:
             done_before = plan.step_for(event_id)
@@ -323,10 +327,10 @@ class McpConnectionStrategy(BaseStrategy):
                 await self.send_step(ctx, plan, step_from_json(done_before))
                 return True
         active = plan is not None and plan.cycle == incident.cycle and not plan.done
-        how = engagement(event["kind"], ctx.classification.type, ctx.decision, active)
+        how = engagement(event.kind, ctx.classification.type, ctx.decision, active)
         if how is None:
             return False
-        detail = detail_of(event, DETAIL) or {}
+        detail = event.detail(DETAIL) or {}
         if how == "continue" and plan is not None:
             if isinstance(ctx.decision, d.AlternativeRoute) and plan.mode == PROTOCOL:
                 plan = replace(plan, mode=ALTERNATIVES)
@@ -345,7 +349,7 @@ class McpConnectionStrategy(BaseStrategy):
         cached = None
         if plan.tool and plan.mode == ALTERNATIVES:
             found = self.registry.cached(plan.tool, plan.arguments_json or "{}")
-            cached = found if reg.usable(found, lifecycle.now_ms(),
+            cached = found if reg.usable(found, self.services.clock.now_ms(),
                                          self.policy.cache_max_age_ms) else None
         return next_step(plan, failed_server=detail.get("server_id"),
                          candidates=candidates_for(plan.tool, entries, self.policy),
@@ -354,7 +358,7 @@ class McpConnectionStrategy(BaseStrategy):
                          policy=self.policy)
 
     def record_incident(self, ctx: StrategyContext, step: Step) -> None:
-        incident, now = ctx.incident, lifecycle.now_ms()
+        incident, now = ctx.incident, self.services.clock.now_ms()
         match step:
             case RouteToServer(server_id=server, topic=topic):
                 after = incident.step(now, f"rerouted to {server}", state="rerouted",
@@ -369,9 +373,9 @@ class McpConnectionStrategy(BaseStrategy):
         ctx.incidents[incident.incident_id] = after.to_json()
 
     async def send_step(self, ctx: StrategyContext, plan: Plan, step: Step) -> None:
-        event, incident, pipeline = ctx.event, ctx.incident, self.pipeline
-        event_id, incident_id = event["event_id"], incident.incident_id
-        detail = detail_of(event, DETAIL) or {}
+        event, incident, services = ctx.event, ctx.incident, self.services
+        event_id, incident_id = event.event_id, incident.incident_id
+        detail = event.detail(DETAIL) or {}
         common = {"failure_event_id": event_id,
                   "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
@@ -381,67 +385,63 @@ class McpConnectionStrategy(BaseStrategy):
                 "handler": handler_for(ctx.classification.type)}
         match step:
             case RouteToServer(server_id=server, topic=topic, reason=reason):
-                await pipeline.send(routing.redelivery(
-                    topic, original.key, original.value,
-                    h.with_context(original.headers, headers),
-                    **{ROUTED_SERVER_HEADER: server}))
-                await pipeline.emit(TOOL_REROUTED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "rerouted"),
-                                    payload={**base, "toServer": server, "topic": topic,
-                                             "reason": reason,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await self.reroute(ctx, plan, original, headers, topic,
+                                   {ROUTED_SERVER_HEADER: server},
+                                   {**base, "toServer": server, "topic": topic,
+                                    "reason": reason})
             case RouteToFallback(topic=topic):
-                await pipeline.send(routing.redelivery(
-                    topic, original.key, original.value,
-                    h.with_context(original.headers, headers),
-                    **{DEGRADED_HEADER: USING_FALLBACK}))
-                await pipeline.emit(TOOL_REROUTED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "rerouted"),
-                                    payload={**base, "toServer": None, "topic": topic,
-                                             "reason": "fallback_implementation",
-                                             "degradationReason": USING_FALLBACK,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await self.reroute(ctx, plan, original, headers, topic,
+                                   {DEGRADED_HEADER: USING_FALLBACK},
+                                   {**base, "toServer": None, "topic": topic,
+                                    "reason": "fallback_implementation",
+                                    "degradationReason": USING_FALLBACK})
             case ReturnDegraded(reason=reason, result=result, cached_at=cached_at):
                 reply_to = reg.reply_topic_of(original.headers, self.policy.reply_header)
                 if reply_to:
-                    await pipeline.send(OutRecord(
+                    await services.send(OutRecord(
                         reply_to, original.key, degraded_reply(plan.tool, step, incident_id),
                         h.with_context(h.without(original.headers, (self.policy.reply_header,)),
                                        {DEGRADED_HEADER: reason, h.INCIDENT_ID: incident_id})))
-                await pipeline.emit(DEGRADED_RESULT, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "degraded-result"),
-                                    payload={**base, "degraded": True,
-                                             "degradationReason": reason, "result": result,
-                                             "cachedAt": cached_at, "replyTopic": reply_to,
-                                             "attemptedAlternatives": list(plan.attempted)},
-                                    **common)
+                await emit_step(ctx, DEGRADED_RESULT, "degraded-result",
+                                {**base, "degraded": True, "degradationReason": reason,
+                                 "result": result, "cachedAt": cached_at,
+                                 "replyTopic": reply_to,
+                                 "attemptedAlternatives": list(plan.attempted)},
+                                attempt=incident.attempts)
                 first = incident.first_failure_ms
-                await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
+                await services.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
                                     step_id=lifecycle.step_id(incident_id, "completed",
                                                               cycle=incident.cycle),
                                     outcome="completed",
-                                    duration_ms=lifecycle.now_ms() - first if first else None,
+                                    duration_ms=services.clock.now_ms() - first if first else None,
                                     payload={"degraded": True, "degradationReason": reason,
                                              "attemptsRequired": incident.attempts},
                                     **common)
             case EscalateRouting(reason=reason, attempted=attempted, recommended_action=action):
-                await pipeline.emit(lifecycle.ESCALATED, incident_id,
-                                    step_id=lifecycle.step_id(event_id, "escalated"),
-                                    outcome="escalated",
-                                    payload={**base, "reason": reason, "error": ROUTING_ERROR,
-                                             "originalError": {
-                                                 "type": event["error"]["type"],
-                                                 "message": event["error"]["message"],
-                                                 "serverId": detail.get("server_id")},
-                                             "toolRequest": {
-                                                 "toolName": plan.tool,
+                await emit_step(ctx, lifecycle.ESCALATED, "escalated",
+                                {**base, "reason": reason, "error": ROUTING_ERROR,
+                                 "originalError": {"type": event.error_type,
+                                                   "message": event.message,
+                                                   "serverId": detail.get("server_id")},
+                                 "toolRequest": {"toolName": plan.tool,
                                                  "arguments": plan.arguments_json},
-                                             "attemptedAlternatives": list(attempted),
-                                             "recommendedAction": action},
-                                    **common)
+                                 "attemptedAlternatives": list(attempted),
+                                 "recommendedAction": action},
+                                outcome="escalated", attempt=incident.attempts)
+
+    async def reroute(self, ctx: StrategyContext, plan: Plan, original: routing.Original,
+                      headers: dict[str, object | None], topic: str,
+                      marks: dict[str, object | None], payload: dict[str, Any]) -> None:
+        """The request re-dispatched to another server's request topic (or the fallback
+        implementation's), with its context and `marks` headers, then
+        `communication/tool_rerouted` with the payload and the alternatives tried."""
+        await self.services.send(routing.redelivery(
+            topic, original.key, original.value, h.with_context(original.headers, headers),
+            **marks))
+        await emit_step(ctx, TOOL_REROUTED, "rerouted",
+                        {**payload, "attemptedAlternatives": list(plan.attempted)},
+                        attempt=ctx.incident.attempts)
 
 
-def install(app: Any, pipeline: Any) -> McpConnectionStrategy:
-    return McpConnectionStrategy(app, pipeline)
+def install(app: faust.App, services: StrategyServices) -> McpConnectionStrategy:
+    return McpConnectionStrategy(app, services)

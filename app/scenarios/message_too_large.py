@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.client.large_messages import TopicLimits
 from app.contracts import headers as h
 from app.contracts import lifecycle
-from app.contracts.clock import now_ms
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.oversize import headers as oh
 from app.oversize import policy as op
@@ -37,7 +37,13 @@ from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming
 from app.pipeline import outcomes as routing
 from app.pipeline.decide import Incident
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
+
+if TYPE_CHECKING:
+    import faust
+
+    from app.oversize.records import Whole
+    from app.oversize.store import ClaimCheckStore
 
 log = logging.getLogger(__name__)
 KIND = "EVENT_DELIVERY_FAILED"
@@ -45,15 +51,8 @@ CAUSE = "MESSAGE_TOO_LARGE"
 MESSAGE_TOO_LARGE_ERROR = "MessageTooLargeError"
 
 
-def detail_of(event: dict[str, Any]) -> dict[str, Any]:
-    detail = event.get("detail")
-    if isinstance(detail, tuple) and len(detail) == 2 and isinstance(detail[1], dict):
-        return detail[1]
-    return detail if isinstance(detail, dict) else {}
-
-
-def is_message_too_large(event: dict[str, Any]) -> bool:
-    return event.get("kind") == KIND and detail_of(event).get("cause") == CAUSE
+def is_message_too_large(event: FailureEvent) -> bool:
+    return event.kind == KIND and event.detail_fields.get("cause") == CAUSE
 
 
 def size_limit(reported: int | None, topic_limit: int | None, producer_limit: int,
@@ -68,20 +67,20 @@ class MessageTooLargeStrategy(BaseStrategy):
     name = "message_too_large"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: faust.App, services: StrategyServices):
         self.app = app
-        self.pipeline = pipeline
-        self.settings = pipeline.settings
-        self._store: Any = None
+        self.services = services
+        self.settings = services.settings
+        self._store: ClaimCheckStore | None = None
         self._limits: TopicLimits | None = None
 
     @property
-    def store(self) -> Any:
+    def store(self) -> ClaimCheckStore:
         if self._store is None:
             self._store = store_from_settings(self.settings)
         return self._store
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
+    def takes_over(self, event: FailureEvent) -> bool:
         return is_message_too_large(event)
 
     def producer_limit(self) -> int:
@@ -94,14 +93,14 @@ class MessageTooLargeStrategy(BaseStrategy):
         return self._limits.of(topic)
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, pipeline = ctx.event, ctx.services
-        event_id = event["event_id"]
+        event, services = ctx.event, ctx.services
+        event_id = event.event_id
         incident = ctx.incident
-        detail = detail_of(event)
+        detail = event.detail_fields
         common = {"failure_event_id": event_id, "classification": ctx.classification.as_record(),
                   "attempt": incident.attempts}
         original = routing.original_of(event, ctx.record)
-        failed = event.get("failed_record")
+        failed = event.failed_record
         target = detail.get("target_topic") or (failed or {}).get("topic")
         facts = {"messageSize": detail.get("message_size"), "sizeLimit": detail.get("size_limit"),
                  "targetTopic": target}
@@ -115,7 +114,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         if isinstance(unpacked, str):
             await self._poison(ctx, original, common, unpacked)
             return
-        message_id = event.get("work_item_id") or event_id
+        message_id = event.work_item_id or event_id
         policy = policy_for(self.settings, target)
         topic_limit = await loop.run_in_executor(None, self.topic_limit, target)
         limit = size_limit(detail.get("size_limit"), topic_limit, self.producer_limit(), policy)
@@ -132,7 +131,7 @@ class MessageTooLargeStrategy(BaseStrategy):
             return
         for record in encoded.records:
             value = record.value
-            await pipeline.send(OutRecord(
+            await services.send(OutRecord(
                 record.topic, record.key,
                 bytes(value) if isinstance(value, memoryview | bytearray) else value,
                 record.headers))
@@ -141,15 +140,16 @@ class MessageTooLargeStrategy(BaseStrategy):
                 "codec": encoded.codec, "originalEventId": message_id,
                 "strategiesAttempted": [a.strategy for a in encoded.attempts],
                 "attempts": [str(a) for a in encoded.attempts]}
-        await pipeline.emit(lifecycle.REDELIVERED, incident.incident_id,
+        await services.emit(lifecycle.REDELIVERED, incident.incident_id,
                             step_id=lifecycle.step_id(event_id, "oversize-redelivered"),
                             payload={"target": target, **done}, **common)
         self._record(ctx, "completed", f"re-published by {encoded.strategy or 'none'}")
-        await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
+        await services.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
                             step_id=lifecycle.step_id(event_id, "completed"), outcome="completed",
                             payload=done, **common)
 
-    def _unpack(self, original: routing.Original) -> Any:
+    def _unpack(self, original: routing.Original) -> Whole | str:
+        """The attached record as it was sent, or why it cannot be read back."""
         record = Incoming(original.topic, original.partition, original.offset,
                           original.timestamp_ms, original.key, original.value,
                           original.headers)
@@ -189,13 +189,13 @@ class MessageTooLargeStrategy(BaseStrategy):
         if ctx.incidents is None:
             return
         before: Incident = ctx.incident
-        event_id = ctx.event["event_id"]
+        event_id = ctx.event.event_id
         seen = before.seen if event_id in before.seen else (*before.seen, event_id)[-50:]
-        after = before.step(now_ms(), what, state=state, seen=seen,
+        after = before.step(self.services.clock.now_ms(), what, state=state, seen=seen,
                             reports=before.reports + (event_id not in before.seen),
                             classification=ctx.classification.as_record())
         ctx.incidents[before.incident_id] = after.to_json()
 
 
-def install(app: Any, pipeline: Any) -> MessageTooLargeStrategy:
-    return MessageTooLargeStrategy(app, pipeline)
+def install(app: faust.App, services: StrategyServices) -> MessageTooLargeStrategy:
+    return MessageTooLargeStrategy(app, services)

@@ -28,21 +28,27 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from app.client import control as ctl
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.kafka import config as kafka_config
 from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
+from app.scenarios.shared import shared
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, note_report, occurred_ms
+from app.scenarios.shared.incidents import emit_step, note_handled
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +178,7 @@ def verify_integrity(states: dict[str, dict[str, Version]], result: MergeResult
     return not problems, problems
 
 
-def collect_partition_writes(settings: Any, topic: str, partition_id: str, since_ms: int,
+def collect_partition_writes(settings: Settings, topic: str, partition_id: str, since_ms: int,
                              timeout_s: float = 120.0) -> tuple[list[SideWrite], int]:
     """Step 1 (collectPartitionStates): every record for the partition on the partition-state
     topic written since `since_ms`, up to the end offsets at the start of the scan. Returns
@@ -226,19 +232,19 @@ class NetworkPartitionStrategy(BaseStrategy):
     name = "network_partition"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any, policy: PartitionPolicy):
-        self.pipeline = pipeline
+    def __init__(self, app: faust.App, services: StrategyServices, policy: PartitionPolicy):
+        self.services = services
         self.policy = policy
-        settings = pipeline.settings
+        settings = services.settings
         self.control_topic = settings.topic(ctl.TOPIC)
         self.partition_state_topic = settings.topic(PARTITION_STATE_TOPIC)
         self.state_topic = settings.topic("recovery.state")
         self.audit_topic = settings.topic("recovery.audit")
-        self.watches = w.ensure(app, pipeline)
+        self.watches = shared(app, services).watches
         self.watches.register(RECOVERY_WATCH, self.on_healed_in_time, self.on_not_healed)
 
-    def takes_over(self, event: dict[str, Any]) -> bool:
-        return event["kind"] == KIND
+    def takes_over(self, event: FailureEvent) -> bool:
+        return event.kind == KIND
 
     def open_partitions(self) -> list[str]:
         """Partitions detected and not healed yet (read by coordinated recovery)."""
@@ -246,13 +252,13 @@ class NetworkPartitionStrategy(BaseStrategy):
                       self.watches.active(RECOVERY_WATCH))
 
     async def handle(self, ctx: StrategyContext) -> None:
-        detail = detail_of(ctx.event, "NetworkPartition")
+        detail = ctx.event.detail("NetworkPartition")
         if not detail or not detail.get("partition_id"):
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": "the partition report names no partition",
                              "recommendedAction": "fix the reporting service"},
                             outcome="escalated")
-            self.note(ctx, "escalated", "partition report without a partition")
+            note_handled(ctx, "escalated", "partition report without a partition")
             return
         if detail.get("phase") == HEALED:
             await self.healed(ctx, detail)
@@ -263,23 +269,23 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     async def detected(self, ctx: StrategyContext, detail: dict[str, Any]) -> None:
         partition_id = str(detail["partition_id"])
-        event_id, incident_id = ctx.event["event_id"], ctx.incident.incident_id
+        event_id, incident_id = ctx.event.event_id, ctx.incident.incident_id
         mode = mode_for(bool(detail.get("can_operate_autonomously")))
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         components = list(detail.get("components") or [])
-        self.note(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
+        note_handled(ctx, "partitioned", f"partition {partition_id}: {mode} mode")
         command = mode_command(partition_id, mode, self.policy, event_id=event_id,
                                incident_id=incident_id, components=components, now_ms=now)
-        await self.pipeline.send(OutRecord(self.control_topic, partition_id.encode(),
+        await self.services.send(OutRecord(self.control_topic, partition_id.encode(),
                                            command.encode(), []))
-        await self.emit(ctx, PARTITION_MODE_ENTERED, "mode-entered",
+        await emit_step(ctx, PARTITION_MODE_ENTERED, "mode-entered",
                         {"partitionId": partition_id, "mode": mode,
                          "availableComponents": components,
                          "restrictions": list(detail.get("restrictions") or []),
                          "configuration": command.options["configuration"],
                          "commandId": command.command_id})
-        limit = self.pipeline.settings.partition_watch_ms
-        detected_at = occurred_ms(ctx.event)
+        limit = self.services.settings.partition_watch_ms
+        detected_at = ctx.event.occurred_at_ms
         await self.watches.start(w.Watch(
             watch_id_of(partition_id), RECOVERY_WATCH, incident_id, now, detected_at + limit,
             {"partitionId": partition_id, "detectedAt": detected_at, "eventId": event_id,
@@ -291,8 +297,8 @@ class NetworkPartitionStrategy(BaseStrategy):
     async def on_not_healed(self, watch: w.Watch) -> None:
         """escalatePartitionRecovery: the partition has not healed in time."""
         data = watch.data
-        now = lifecycle.now_ms()
-        await self.pipeline.emit(
+        now = self.services.clock.now_ms()
+        await self.services.emit(
             lifecycle.ESCALATED, watch.incident_id,
             step_id=lifecycle.step_id(data["eventId"], "not-healed"),
             failure_event_id=data["eventId"], classification=data.get("classification"),
@@ -307,20 +313,20 @@ class NetworkPartitionStrategy(BaseStrategy):
 
     async def healed(self, ctx: StrategyContext, detail: dict[str, Any]) -> None:
         partition_id = str(detail["partition_id"])
-        event_id, incident = ctx.event["event_id"], ctx.incident
-        healed_at = occurred_ms(ctx.event)
+        event_id, incident = ctx.event.event_id, ctx.incident
+        healed_at = ctx.event.occurred_at_ms
         partitioned = incident.state == "partitioned" and incident.first_failure_ms
         detected_at = incident.first_failure_ms if partitioned else \
-            healed_at - self.pipeline.settings.partition_watch_ms
+            healed_at - self.services.settings.partition_watch_ms
         await self.watches.resolve(watch_id_of(partition_id), {"healedAt": healed_at})
         loop = asyncio.get_running_loop()
         try:
             writes, unreadable = await loop.run_in_executor(
-                None, collect_partition_writes, self.pipeline.settings,
+                None, collect_partition_writes, self.services.settings,
                 self.partition_state_topic, partition_id, detected_at)
         except Exception as exc:  # the broker is the one place the sides' states are
-            self.note(ctx, "escalated", f"partition {partition_id}: states not collected")
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            note_handled(ctx, "escalated", f"partition {partition_id}: states not collected")
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": f"the sides' states could not be collected: {exc}",
                              "partitionId": partition_id,
                              "recommendedAction": "check the partition-state topic, then "
@@ -329,9 +335,9 @@ class NetworkPartitionStrategy(BaseStrategy):
             return
         states = latest_by_side(writes)
         result = merge_partition_states(states, self.policy.conflict_strategy)
-        now = lifecycle.now_ms()
+        now = self.services.clock.now_ms()
         for key, resolution in sorted(result.conflicts.items()):
-            await self.pipeline.send(OutRecord(self.audit_topic, key.encode(), orjson.dumps({
+            await self.services.send(OutRecord(self.audit_topic, key.encode(), orjson.dumps({
                 "audit_id": f"{event_id}:audit:{key}", "type": AUDIT_TYPE,
                 "partitionId": partition_id, "key": key, "resolution": resolution.action,
                 "strategy": resolution.strategy, "timestamp": now,
@@ -343,11 +349,11 @@ class NetworkPartitionStrategy(BaseStrategy):
                                  for side, v in sorted(states[key].items())}}), []))
         # Step 4: every side synchronises to the merged state.
         for key, version in sorted(result.merged.items()):
-            await self.pipeline.send(OutRecord(
+            await self.services.send(OutRecord(
                 self.state_topic, key.encode(),
                 state_record(version.value, version.version, now, "partition_recovery"), []))
         listed = dict(sorted(result.merged.items())[:MERGED_IN_PAYLOAD])
-        await self.emit(ctx, PARTITION_STATE_MERGED, "merged", {
+        await emit_step(ctx, PARTITION_STATE_MERGED, "merged", {
             "partitionId": partition_id, "sides": sorted({x.side for x in writes}),
             "recordsCollected": len(writes), "unreadableRecords": unreadable,
             "keys": len(result.merged),
@@ -359,7 +365,7 @@ class NetworkPartitionStrategy(BaseStrategy):
         resume = ctl.control_command(ctl.RESUME_NORMAL_OPERATION, partition_id,
                                      command_id=f"{event_id}:resume", incident_id=incident.
                                      incident_id, issued_at_ms=now)
-        await self.pipeline.send(OutRecord(self.control_topic, partition_id.encode(),
+        await self.services.send(OutRecord(self.control_topic, partition_id.encode(),
                                            resume.encode(), []))
         intact, problems = verify_integrity(states, result)
         if unreadable:
@@ -372,38 +378,19 @@ class NetworkPartitionStrategy(BaseStrategy):
                    "conflictsResolved": result.conflicts_resolved,
                    "conflictsDetected": len(result.conflicts),
                    "dataIntegrityMaintained": intact, "integrityProblems": problems[:20]}
-        self.note(ctx, "completed" if intact else "escalated",
-                  f"partition {partition_id} recovered")
-        await self.emit(ctx, PARTITION_RECOVERY_COMPLETED, "recovered", payload,
+        note_handled(ctx, "completed" if intact else "escalated",
+                     f"partition {partition_id} recovered")
+        await emit_step(ctx, PARTITION_RECOVERY_COMPLETED, "recovered", payload,
                         outcome="completed" if intact else None)
         if not intact:
-            await self.emit(ctx, lifecycle.ESCALATED, "escalated",
+            await emit_step(ctx, lifecycle.ESCALATED, "escalated",
                             {"reason": "data integrity not verified after the partition",
                              "partitionId": partition_id, "problems": problems[:20],
                              "recommendedAction": "resolve the listed keys by hand; the "
                                                   "conflicts are in the audit topic"},
                             outcome="escalated")
 
-    # ---- plumbing ----------------------------------------------------------------------
 
-    def note(self, ctx: StrategyContext, state: str, what: str) -> None:
-        noted = note_report(ctx.incident, ctx.event, ctx.classification, lifecycle.now_ms(),
-                            state=state, what=what)
-        if noted is not ctx.incident:
-            ctx.incidents[ctx.incident.incident_id] = noted.to_json()
-
-    async def emit(self, ctx: StrategyContext, event_type: str, step: str,
-                   payload: dict[str, Any], outcome: str | None = None) -> None:
-        event_id = ctx.event["event_id"]
-        await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=lifecycle.step_id(event_id, step),
-                                 failure_event_id=event_id,
-                                 classification=ctx.classification.as_record(),
-                                 outcome=outcome, payload=payload)
-
-
-def install(app: Any, pipeline: Any) -> NetworkPartitionStrategy:
-    policy = pipeline.state_policies.partition
-    strategy = NetworkPartitionStrategy(app, pipeline, policy)
-    app.network_partition_strategy = strategy
-    return strategy
+def install(app: faust.App, services: StrategyServices) -> NetworkPartitionStrategy:
+    policy = services.state_policies.partition
+    return NetworkPartitionStrategy(app, services, policy)

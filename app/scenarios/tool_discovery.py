@@ -33,19 +33,23 @@ import difflib
 import logging
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
+from app.contracts.failure_event import FailureEvent
 from app.contracts.records import OutRecord
 from app.pipeline import outcomes as routing
-from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.pipeline.strategy import BaseStrategy, StrategyContext, StrategyServices
 from app.policy.routing import DiscoveryPolicy, McpPolicy
+from app.scenarios.shared import shared
 from app.scenarios.shared import tool_registry as reg
 from app.scenarios.shared import watches as w
-from app.scenarios.shared.incidents import detail_of, occurred_ms
+
+if TYPE_CHECKING:
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -234,13 +238,13 @@ def query_record(watch_id: str, tool: str, description: str, reply_topic: str,
                          "reply_topic": reply_topic, "deadline": deadline_ms})
 
 
-def discovery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
+def discovery_failed_fields(event: FailureEvent) -> dict[str, Any]:
     """The source's communication/tool_discovery_failed payload fields."""
-    detail = detail_of(event, DETAIL) or {}
+    detail = event.detail(DETAIL) or {}
     return {"toolName": detail.get("tool_name"),
-            "errorType": detail.get("error_type") or event["error"]["type"],
+            "errorType": detail.get("error_type") or event.error_type,
             "searchedLocations": list(detail.get("searched_locations") or []),
-            "timestamp": occurred_ms(event)}
+            "timestamp": event.occurred_at_ms}
 
 
 # ---- the request, carried through the watches ------------------------------------------
@@ -269,44 +273,44 @@ class ToolDiscoveryStrategy(BaseStrategy):
     name = "tool_discovery"
     kinds = frozenset({KIND})
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
-        self.pipeline = pipeline
-        policies = pipeline.scenario_policies
+        self.services = services
+        policies = services.scenario_policies
         self.policy = policies.discovery
         self.servers = policies.mcp
-        self.registry = reg.ensure(app, pipeline)
-        self.watches = w.ensure(app, pipeline)
+        self.registry = shared(app, services).tool_registry
+        self.watches = shared(app, services).watches
         self.watches.register(QUERY_WATCH, self.on_query_answered, self.on_query_expired)
         self.watches.register(CONFIRM_WATCH, self.on_confirmation, self.on_unconfirmed)
-        self.queries_topic = pipeline.settings.topic(reg.QUERIES_TOPIC)
+        self.queries_topic = services.settings.topic(reg.QUERIES_TOPIC)
         # The first step taken for each report, so a report read again sends it again.
         self.started = app.Table("tool-discoveries", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
 
-    def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
-        return discovery_failed_fields(event) if event["kind"] == KIND else {}
+    def reported_fields(self, event: FailureEvent) -> dict[str, Any]:
+        return discovery_failed_fields(event) if event.kind == KIND else {}
 
     async def after_decision(self, ctx: StrategyContext) -> bool:
         event, incident = ctx.event, ctx.incident
-        if event["kind"] != KIND:
+        if event.kind != KIND:
             return False
-        event_id = event["event_id"]
-        detail = detail_of(event, DETAIL) or {}
+        event_id = event.event_id
+        detail = event.detail(DETAIL) or {}
         original = routing.original_of(event, ctx.record)
         headers = h.with_context(original.headers, routing.context(
             event, original, incident, ctx.classification))
-        data = {
+        data: dict[str, Any] = {
             "incident_id": incident.incident_id, "event_id": event_id,
             "tool": detail.get("tool_name"), "description": detail.get("description") or "",
             "searched": list(detail.get("searched_locations") or []),
-            "error": {"type": detail.get("error_type") or event["error"]["type"],
-                      "message": event["error"]["message"]},
+            "error": {"type": detail.get("error_type") or event.error_type,
+                      "message": event.message},
             "classification": ctx.classification.as_record(),
             "attempted": [REGISTRY_REFRESH],
             "request": pack_request(original.key, original.value, headers)
-            if event.get("failed_record") else None,
+            if event.failed_record else None,
         }
         before = self.started.get(incident.incident_id)
         if before and before.get("event_id") == event_id:
@@ -314,7 +318,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
             started_at = int(before["at"])
         else:
             step = first_step(data["tool"], self.registry.entries(), self.policy, self.servers)
-            started_at = lifecycle.now_ms()
+            started_at = self.services.clock.now_ms()
             self.started[incident.incident_id] = {"event_id": event_id, "at": started_at,
                                                   "step": step_to_json(step)}
             done = isinstance(step, NotFound)
@@ -338,11 +342,11 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                  deadline, {**data,
                                                             "attempted": [REGISTRY_REFRESH,
                                                                           SERVER_QUERY]}))
-                await self.pipeline.send(OutRecord(
+                await self.services.send(OutRecord(
                     self.queries_topic, str(data["tool"]).encode(),
                     query_record(watch_id, data["tool"], data["description"],
                                  self.watches.topic_name, deadline), []))
-                await self.pipeline.emit(SERVERS_QUERIED, incident_id,
+                await self.services.emit(SERVERS_QUERIED, incident_id,
                                          step_id=lifecycle.step_id(event_id, "servers-queried"),
                                          payload={"toolName": data["tool"], "queryId": watch_id,
                                                   "timeoutMs": timeout,
@@ -356,7 +360,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                      **data, "suggested": suggested,
                                                      "attempted": [*data["attempted"],
                                                                    SEMANTIC_MATCHING]}))
-                await self.pipeline.emit(SEMANTIC_MATCH_FOUND, incident_id,
+                await self.services.emit(SEMANTIC_MATCH_FOUND, incident_id,
                                          step_id=lifecycle.step_id(event_id, "semantic-match"),
                                          payload={"requestedTool": data["tool"],
                                                   "suggestedTool": suggested["tool"],
@@ -370,7 +374,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                       for t, s in step.alternatives]},
                                          **common)
             case NotFound(strategies_attempted=attempted, recommendations=advice):
-                await self.pipeline.emit(
+                await self.services.emit(
                     lifecycle.ESCALATED, incident_id,
                     step_id=lifecycle.step_id(event_id, "escalated"),
                     outcome="escalated",
@@ -385,19 +389,19 @@ class ToolDiscoveryStrategy(BaseStrategy):
         routed = None
         if data.get("request") and step.topic:
             key, value, headers = unpack_request(data["request"])
-            await self.pipeline.send(routing.redelivery(
+            await self.services.send(routing.redelivery(
                 step.topic, key, value, headers,
                 **{RESOLVED_TOOL_HEADER: step.tool, STRATEGY_HEADER: step.strategy}))
             routed = step.topic
-        await self.pipeline.emit(TOOL_DISCOVERED, incident_id,
+        await self.services.emit(TOOL_DISCOVERED, incident_id,
                                  step_id=lifecycle.step_id(event_id, "discovered"),
                                  failure_event_id=event_id,
                                  classification=data["classification"],
                                  payload={"toolName": data["tool"], "strategy": step.strategy,
                                           "tool": step.descriptor, "routedTo": routed,
                                           "strategiesAttempted": data["attempted"]})
-        await self.pipeline.send(OutRecord(
-            self.pipeline.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
+        await self.services.send(OutRecord(
+            self.services.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
 
     # ---- continuations, in the watch agent ----------------------------------------------
 
@@ -428,8 +432,8 @@ class ToolDiscoveryStrategy(BaseStrategy):
     async def on_unconfirmed(self, watch: w.Watch) -> None:
         await self.declined(watch.data, "timeout", None)
 
-    async def declined(self, data: dict[str, Any], reason: str, by: Any) -> None:
-        await self.pipeline.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
+    async def declined(self, data: dict[str, Any], reason: str, by: str | None) -> None:
+        await self.services.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
                                  step_id=lifecycle.step_id(data["event_id"],
                                                            "semantic-match-declined"),
                                  failure_event_id=data["event_id"],
@@ -447,7 +451,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
             attempted.append(SEMANTIC_MATCHING)  # nothing similar enough to suggest
         if isinstance(step, Discovered):
             attempted.append(DYNAMIC_WRAPPING)
-        await self.take(step, {**data, "attempted": attempted}, lifecycle.now_ms())
+        await self.take(step, {**data, "attempted": attempted}, self.services.clock.now_ms())
 
 
 _STEPS: dict[str, type] = {"discovered": Discovered, "query_servers": QueryServers,
@@ -469,5 +473,5 @@ def step_from_json(data: dict[str, Any]) -> DiscoveryStep:
     return kind(**values)  # type: ignore[no-any-return]
 
 
-def install(app: Any, pipeline: Any) -> ToolDiscoveryStrategy:
-    return ToolDiscoveryStrategy(app, pipeline)
+def install(app: faust.App, services: StrategyServices) -> ToolDiscoveryStrategy:
+    return ToolDiscoveryStrategy(app, services)

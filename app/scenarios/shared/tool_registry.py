@@ -23,24 +23,27 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from app.contracts import headers as h
+from app.contracts.clock import SYSTEM, Clock
+
+if TYPE_CHECKING:
+    import faust
+    from confluent_kafka import Producer
+
+    from app.pipeline.strategy import StrategyServices
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOPIC = "recovery.tool-registry"
 RESULTS_TOPIC = "recovery.tool-results"
 QUERIES_TOPIC = "recovery.tool-queries"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True)
@@ -215,11 +218,10 @@ def withdraw_record(server_id: str, tool: str) -> tuple[bytes, bytes]:
             orjson.dumps({"op": "withdraw", "server_id": server_id, "tool": tool}))
 
 
-def result_record(tool: str, arguments: Any, result: Any, stored_at: int | None = None
+def result_record(tool: str, arguments: Any, result: Any, stored_at: int
                   ) -> tuple[bytes, bytes]:
     return cache_key(tool, arguments).encode(), orjson.dumps({
-        "tool": tool, "arguments": arguments, "result": result,
-        "stored_at": stored_at if stored_at is not None else now_ms()})
+        "tool": tool, "arguments": arguments, "result": result, "stored_at": stored_at})
 
 
 def reply_topic_of(headers: h.Headers, header: str) -> str | None:
@@ -230,7 +232,8 @@ class ToolDirectoryClient:
     """What a tool server (announce, withdraw, answer discovery queries) and a tool caller
     (remember results) send to the recovery service."""
 
-    def __init__(self, settings: Any = None, producer: Any = None):
+    def __init__(self, settings: Settings | None = None, producer: Producer | None = None,
+                 clock: Clock = SYSTEM):
         from confluent_kafka import Producer
 
         from app.kafka import config as kafka_config
@@ -238,6 +241,7 @@ class ToolDirectoryClient:
 
         self.settings = settings or get_settings()
         self.producer = producer or Producer(kafka_config.producer_config(self.settings))
+        self.clock = clock  # when a remembered result was stored
 
     def _send(self, logical: str, key: bytes, value: bytes) -> None:
         self.producer.produce(self.settings.topic(logical), key=key, value=value)
@@ -250,7 +254,8 @@ class ToolDirectoryClient:
         self._send(TOPIC, *withdraw_record(server_id, tool))
 
     def remember_result(self, tool: str, arguments: Any, result: Any) -> None:
-        self._send(RESULTS_TOPIC, *result_record(tool, arguments, result))
+        self._send(RESULTS_TOPIC, *result_record(tool, arguments, result,
+                                                 stored_at=self.clock.now_ms()))
 
     def answer_query(self, query: dict[str, Any], entry: ToolEntry) -> None:
         """A server that offers the queried tool answers the discovery query (Scenario 2)."""
@@ -281,17 +286,18 @@ class ToolDirectoryClient:
 class ToolRegistry:
     """The registry and result tables of one worker, and the agents that fill them."""
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         from app.contracts.records import OutRecord
 
-        self.pipeline = pipeline
-        self.topic_name = pipeline.settings.topic(TOPIC)
-        self.results_topic_name = pipeline.settings.topic(RESULTS_TOPIC)
+        self.services = services
+        self.topic_name = services.settings.topic(TOPIC)
+        self.results_topic_name = services.settings.topic(RESULTS_TOPIC)
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
-        json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+        json_values: faust.Schema = faust.Schema(key_type=str, key_serializer="raw",
+                                                 value_serializer="json")
         # Partitioned as the topics that feed them (Faust checks): the registry has one.
         self.table = app.GlobalTable("tool-registry", default=None, partitions=1,
                                      schema=json_values)
@@ -299,17 +305,18 @@ class ToolRegistry:
         registry_topic = app.topic(self.topic_name, allow_empty=True, **raw)
         results_topic = app.topic(self.results_topic_name, allow_empty=True, **raw)
 
+        # A Faust Message: typed with list-or-mapping headers; consumed ones are a list.
         async def poison(message: Any, reason: str) -> None:
             log.warning("poison %s[%d]@%d: %s", message.topic, message.partition,
                         message.offset, reason)
-            await pipeline.send(OutRecord(
-                pipeline.topics.poison, message.key, message.value,
+            await services.send(OutRecord(
+                services.topics.poison, message.key, message.value,
                 h.with_context(list(message.headers or []), {
                     h.ORIGINAL_TOPIC: message.topic, h.ORIGINAL_PARTITION: message.partition,
                     h.ORIGINAL_OFFSET: message.offset, h.REASON: reason})))
 
         @app.agent(registry_topic, name="tool-registry")
-        async def registry_agent(stream: Any) -> None:
+        async def registry_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 message = event.message
                 record = parse_registry_record(message.key, message.value)
@@ -326,7 +333,7 @@ class ToolRegistry:
                     self.table[update[0]] = update[1]
 
         @app.agent(results_topic, name="tool-results")
-        async def results_agent(stream: Any) -> None:
+        async def results_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 message = event.message
                 parsed = parse_result_record(message.value)
@@ -347,13 +354,4 @@ class ToolRegistry:
         from app.contracts.records import OutRecord
 
         key, value = announce_record(entry)
-        await self.pipeline.send(OutRecord(self.topic_name, key, value, []))
-
-
-def ensure(app: Any, pipeline: Any) -> ToolRegistry:
-    """The app's one registry, created by the first scenario that needs it."""
-    existing = getattr(app, "tool_registry", None)
-    if existing is None:
-        existing = ToolRegistry(app, pipeline)
-        app.tool_registry = existing
-    return existing
+        await self.services.send(OutRecord(self.topic_name, key, value, []))

@@ -17,14 +17,19 @@ ignored, so a late answer after expiry changes nothing. The decisions are pure (
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from app.contracts.records import OutRecord
 from app.contracts.watches import TOPIC, Watch, resolve_record, start_record
+
+if TYPE_CHECKING:
+    import faust
+
+    from app.pipeline.strategy import StrategyServices
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +88,12 @@ OnExpired = Callable[[Watch], Awaitable[None]]
 class Watches:
     """The watches agent, table and timer; one per app, shared by the scenarios."""
 
-    def __init__(self, app: Any, pipeline: Any):
+    def __init__(self, app: faust.App, services: StrategyServices):
         import faust
 
         self.app = app
-        self.pipeline = pipeline
-        self.topic_name = pipeline.settings.topic(TOPIC)
+        self.services = services
+        self.topic_name = services.settings.topic(TOPIC)
         self.handlers: dict[str, tuple[OnResolved, OnExpired]] = {}
         raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
                                "key_serializer": "raw", "value_serializer": "raw"}
@@ -98,17 +103,18 @@ class Watches:
                                                    value_serializer="json"))
 
         @app.agent(self.topic, name="scenario-watches")
-        async def watch_agent(stream: Any) -> None:
+        async def watch_agent(stream: faust.StreamT[bytes]) -> None:
             async for event in stream.events():
                 await self.on_record(event.message.key, event.message.value)
 
-        interval = pipeline.settings.scenario_watch_interval_ms / 1000
+        interval = services.settings.scenario_watch_interval_ms / 1000
 
         @app.timer(interval)
         async def watch_timer() -> None:
             # Every worker nudges the watches it holds; a nudge for a watch that has ended
             # (or that another worker nudged first) is ignored.
-            for watch_id in overdue([w for w in list(self.table.values()) if w], now()):
+            for watch_id in overdue([w for w in list(self.table.values()) if w],
+                                    self.services.clock.now_ms()):
                 await self.topic.send(key=watch_id.encode(),
                                       value=orjson.dumps({"op": "check", "watch_id": watch_id}))
 
@@ -116,10 +122,10 @@ class Watches:
         self.handlers[kind] = (on_resolved, on_expired)
 
     async def start(self, watch: Watch) -> None:
-        await self.pipeline.send(_out(self.topic_name, watch.watch_id, start_record(watch)))
+        await self.services.send(_out(self.topic_name, watch.watch_id, start_record(watch)))
 
     async def resolve(self, watch_id: str, result: dict[str, Any]) -> None:
-        await self.pipeline.send(_out(self.topic_name, watch_id, resolve_record(watch_id,
+        await self.services.send(_out(self.topic_name, watch_id, resolve_record(watch_id,
                                                                                result)))
 
     def active(self, kind: str) -> list[Watch]:
@@ -134,7 +140,7 @@ class Watches:
             log.warning("ignoring malformed watch record %r", value[:200] if value else value)
             return
         try:
-            outcome = step(self.table.get(watch_id), message, now())
+            outcome = step(self.table.get(watch_id), message, self.services.clock.now_ms())
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring watch record for %s: %s", watch_id, exc)
             return
@@ -163,20 +169,5 @@ class Watches:
             log.exception("watch %s (%s): handler failed", watch.watch_id, watch.kind)
 
 
-def _out(topic: str, key: str, value: bytes) -> Any:
-    from app.contracts.records import OutRecord
-
+def _out(topic: str, key: str, value: bytes) -> OutRecord:
     return OutRecord(topic, key.encode(), value, [])
-
-
-def now() -> int:
-    return int(time.time() * 1000)
-
-
-def ensure(app: Any, pipeline: Any) -> Watches:
-    """The app's one Watches, created by the first scenario that needs it."""
-    existing = getattr(app, "scenario_watches", None)
-    if existing is None:
-        existing = Watches(app, pipeline)
-        app.scenario_watches = existing
-    return existing

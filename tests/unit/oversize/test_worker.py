@@ -1,10 +1,11 @@
+from app.contracts.failure_event import FailureEvent
 from app.oversize import policy as op
-from app.scenarios.message_too_large import detail_of, is_message_too_large, size_limit
+from app.scenarios.message_too_large import is_message_too_large, size_limit
 
 
-def event(kind: str, cause: str | None) -> dict:
+def event(kind: str, cause: str | None) -> FailureEvent:
     detail = ("io.recovery.v1.EventDeliveryFailed", {"cause": cause}) if cause else None
-    return {"kind": kind, "detail": detail}
+    return FailureEvent({"kind": kind, "detail": detail})
 
 
 def test_takes_over_only_message_too_large_delivery_failures():
@@ -12,7 +13,7 @@ def test_takes_over_only_message_too_large_delivery_failures():
     assert not is_message_too_large(event("EVENT_DELIVERY_FAILED", "CONSUMER_UNAVAILABLE"))
     assert not is_message_too_large(event("EVENT_DELIVERY_FAILED", None))
     assert not is_message_too_large(event("PROCESSING_FAILED", "MESSAGE_TOO_LARGE"))
-    assert detail_of({"detail": None}) == {}
+    assert FailureEvent({"detail": None}).detail_fields == {}
 
 
 def test_republished_records_fit_every_limit_known():

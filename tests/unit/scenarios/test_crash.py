@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from app.client import control as ctl
-from app.contracts.failure_event import new_failure_event
+from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.pipeline import decide as d
 from app.pipeline import health
 from app.pipeline.classify import classify
@@ -69,31 +69,31 @@ def test_error_is_reprocessed_1_2_4_seconds_then_poisoned() -> None:
     exhausted = decide_for("ERROR", 3)
     assert isinstance(exhausted, d.Poison)
     # ... and then handled as a CRITICAL crash
-    assert cc.quarantines(crash("ERROR"), exhausted)
+    assert cc.quarantines(FailureEvent(crash("ERROR")), exhausted)
     assert cc.handled_as("ERROR") == "CRITICAL"
     assert cc.handled_as("FATAL") == "FATAL"
 
 
 def test_only_a_poisoned_crash_is_stopped_and_restarted() -> None:
-    assert cc.quarantines(crash("FATAL"), d.Poison("x"))
-    assert not cc.quarantines(crash("ERROR"), d.Retry(1, 1000))
-    assert not cc.quarantines(crash("ERROR"), d.DeadLetter("no record"))
+    assert cc.quarantines(FailureEvent(crash("FATAL")), d.Poison("x"))
+    assert not cc.quarantines(FailureEvent(crash("ERROR")), d.Retry(1, 1000))
+    assert not cc.quarantines(FailureEvent(crash("ERROR")), d.DeadLetter("no record"))
     other = {**crash("FATAL"), "kind": "PROCESSING_FAILED"}
-    assert not cc.quarantines(other, d.Poison("x"))
+    assert not cc.quarantines(FailureEvent(other), d.Poison("x"))
 
 
 def test_the_consumer_is_the_group_else_the_detail_consumer_id() -> None:
-    assert cc.consumer_of(crash("FATAL")) == "indexers"
+    assert cc.consumer_of(FailureEvent(crash("FATAL"))) == "indexers"
     event = crash("FATAL")
     event["source"]["consumer_group"] = None
     event["detail"] = ("io.recovery.v1.ConsumerCrashed", {"consumer_id": "indexer-7"})
-    assert cc.consumer_of(event) == "indexer-7"
+    assert cc.consumer_of(FailureEvent(event)) == "indexer-7"
     event["detail"] = None
-    assert cc.consumer_of(event) is None
+    assert cc.consumer_of(FailureEvent(event)) is None
 
 
 def test_commands_stop_then_restart_in_safe_mode_skipping_the_poisoned_record() -> None:
-    event = crash("FATAL")
+    event = FailureEvent(crash("FATAL"))
     stop = cc.stop_command(event, "indexers", "w1", 5)
     restart = cc.restart_command(event, "indexers", "w1", 6)
     assert (stop.command, restart.command) == (ctl.STOP, ctl.RESTART_SAFE_MODE)
@@ -108,11 +108,11 @@ def test_commands_stop_then_restart_in_safe_mode_skipping_the_poisoned_record() 
 def test_a_crash_without_a_record_position_skips_nothing() -> None:
     event = crash("FATAL")
     event["failed_record"] = None
-    assert cc.restart_command(event, "g", "w", 1).skip == ()
+    assert cc.restart_command(FailureEvent(event), "g", "w", 1).skip == ()
 
 
 def test_the_watch_start_names_the_restart() -> None:
-    restart = cc.restart_command(crash("FATAL"), "indexers", "w1", 6)
+    restart = cc.restart_command(FailureEvent(crash("FATAL")), "indexers", "w1", 6)
     start = cc.watch_start("indexers", restart)
     assert start == {"group": "indexers", "watch": "safe_mode_restart",
                      "control_id": restart.command_id, "incident_id": "w1"}

@@ -12,6 +12,7 @@ import pytest
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.kafka.topics import TopicSpec, load_topic_specs
 from app.pipeline import decide as d
@@ -105,23 +106,23 @@ def test_the_health_watch_replays_dead_letters_when_the_consumer_recovers() -> N
     ((), "billing", False),
 ])
 def test_split_per_consumer(consumers, group, expected) -> None:
-    assert ev.needs_split(delivery_event(consumers=consumers, group=group),
+    assert ev.needs_split(FailureEvent(delivery_event(consumers=consumers, group=group)),
                           "consumer_unavailable") is expected
 
 
 def test_no_split_for_other_types_children_or_reports_without_the_event() -> None:
     event = delivery_event(consumers=("a", "b"))
-    assert not ev.needs_split(event, "delivery_failure")
-    assert not ev.needs_split(delivery_event(consumers=("a", "b"), record=None),
+    assert not ev.needs_split(FailureEvent(event), "delivery_failure")
+    assert not ev.needs_split(FailureEvent(delivery_event(consumers=("a", "b"), record=None)),
                               "consumer_unavailable")
     child = ev.child_event(event, "evt-1", "a", DeliveryPolicy())
     child["detail"] = ("io.recovery.v1.EventDeliveryFailed", {"failed_consumers": ["x", "y"]})
-    assert not ev.needs_split(child, "consumer_unavailable")
+    assert not ev.needs_split(FailureEvent(child), "consumer_unavailable")
 
 
 def test_child_reports_are_deterministic_and_target_their_consumer() -> None:
     event = delivery_event(consumers=("billing", "mailer", "billing"))
-    assert ev.failed_consumers(event) == ["billing", "mailer"]
+    assert ev.failed_consumers(FailureEvent(event)) == ["billing", "mailer"]
     policy = DeliveryPolicy(redelivery_topics={"mailer": "mail.retry"})
     billing = ev.child_event(event, "evt-1", "billing", policy)
     mailer = ev.child_event(event, "evt-1", "mailer", policy)
@@ -152,7 +153,8 @@ def test_alternative_delivery_at_the_first_decision_where_configured() -> None:
 
 
 def test_delivery_failed_payload_has_the_source_fields() -> None:
-    fields = ev.delivery_failed_fields(delivery_event(consumers=("a", "b"), target="orders"))
+    fields = ev.delivery_failed_fields(FailureEvent(delivery_event(consumers=("a", "b"),
+                                                                  target="orders")))
     assert fields["affectedConsumers"] == ["a", "b"]
     assert fields["deliveryError"]["type"] == "consumer_unavailable"
     assert fields["deliveryError"]["cause"] == "CONSUMER_UNAVAILABLE"
@@ -181,9 +183,10 @@ def test_definition_found_by_name_or_prefixed_name() -> None:
 
 
 def test_missing_topic_from_the_detail_else_the_failed_record() -> None:
-    assert ev.missing_topic(delivery_event("topic_not_found", target="orders.v2")) == "orders.v2"
-    assert ev.missing_topic(delivery_event("topic_not_found")) == "orders"
-    assert ev.missing_topic(delivery_event("topic_not_found", record=None)) is None
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found",
+                                                        target="orders.v2"))) == "orders.v2"
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found"))) == "orders"
+    assert ev.missing_topic(FailureEvent(delivery_event("topic_not_found", record=None))) is None
 
 
 @pytest.mark.parametrize(("definition", "allowed", "fallback", "error", "expected"), [
@@ -214,11 +217,12 @@ def test_fallback_topic_per_topic_or_any() -> None:
                          fallback="x").reason.startswith("the report names no topic")
 
 
-# ---- the strategy's wiring over a recording pipeline ----------------------------------------
+# ---- the strategy's wiring over recording services -----------------------------------------
 
 class Recorder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.clock = ManualClock(1_700_000_000_000)
         self.codec = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO_ROOT / "schemas")))
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
@@ -234,8 +238,8 @@ class Recorder:
 def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
                   ) -> ev.EventDeliveryStrategy:
     strategy = ev.EventDeliveryStrategy.__new__(ev.EventDeliveryStrategy)
-    strategy.pipeline = Recorder(Settings(topic_prefix="p.", **settings))
-    strategy.settings = strategy.pipeline.settings
+    strategy.services = Recorder(Settings(topic_prefix="p.", **settings))
+    strategy.settings = strategy.services.settings
     strategy.policy = policy
     strategy.failures_topic = "p.recovery.failures"
     return strategy
@@ -243,7 +247,7 @@ def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
 
 def ctx_for(strategy, event, decision, incident) -> StrategyContext:
     record = RawRecord("p.recovery.failures", 0, 3, None, b"evt-1", b"", [])
-    return StrategyContext(strategy.pipeline, FailureEvent(event), record, incident,
+    return StrategyContext(strategy.services, FailureEvent(event), record, incident,
                            cls(event["error"]["type"]), decision, {})
 
 
@@ -252,11 +256,11 @@ def test_wiring_split_sends_one_report_per_consumer(tmp_path: Path) -> None:
     event = delivery_event(consumers=("billing", "mailer"))
     ctx = ctx_for(strategy, event, None, d.Incident("evt-1"))
     asyncio.run(strategy.handle(ctx))
-    assert [(r.topic, r.key) for r in strategy.pipeline.sent] == [
+    assert [(r.topic, r.key) for r in strategy.services.sent] == [
         ("p.recovery.failures", b"evt-1/billing"), ("p.recovery.failures", b"evt-1/mailer")]
-    child = strategy.pipeline.codec.decode(strategy.pipeline.sent[1].value, "failure-event")
+    child = strategy.services.codec.decode(strategy.services.sent[1].value, "failure-event")
     assert child["source"]["consumer_group"] == "mailer"
-    [(event_type, fields)] = strategy.pipeline.events
+    [(event_type, fields)] = strategy.services.events
     assert event_type == ev.SPLIT and fields["outcome"] == "split"
     assert fields["payload"]["childIncidents"] == ["evt-1/billing", "evt-1/mailer"]
     assert ctx.incidents["evt-1"]["state"] == "split"
@@ -269,11 +273,11 @@ def test_wiring_alternative_delivery_keeps_the_record_and_goes_on(tmp_path: Path
     handled = asyncio.run(strategy.after_decision(ctx_for(strategy, event, d.Retry(1, 30_000),
                                                           incident)))
     assert handled is False  # the generic retry is still sent
-    [alt] = strategy.pipeline.sent
+    [alt] = strategy.services.sent
     assert (alt.topic, alt.key, alt.value) == ("hook", b"o-1", b"{}")
     assert alt.headers[0] == ("trace", b"t")
     assert h.header_value(alt.headers, ev.ALTERNATIVE_HEADER) == "1"
-    assert strategy.pipeline.events[0][0] == ev.ALTERNATIVE_DELIVERY
+    assert strategy.services.events[0][0] == ev.ALTERNATIVE_DELIVERY
 
 
 def test_wiring_missing_topic_to_fallback_completes(tmp_path: Path) -> None:
@@ -281,10 +285,10 @@ def test_wiring_missing_topic_to_fallback_completes(tmp_path: Path) -> None:
     event = delivery_event("topic_not_found", target="orders.v9", cause="TOPIC_NOT_FOUND")
     ctx = ctx_for(strategy, event, d.Escalate("x"), d.Incident("evt-1", first_failure_ms=1))
     assert asyncio.run(strategy.after_decision(ctx)) is True
-    [delivered] = strategy.pipeline.sent
+    [delivered] = strategy.services.sent
     assert delivered.topic == "parking" and delivered.value == b"{}"
     assert h.header_value(delivered.headers, h.ORIGINAL_TOPIC) == "orders"
-    types = [t for t, _ in strategy.pipeline.events]
+    types = [t for t, _ in strategy.services.events]
     assert types == [ev.REROUTED_TO_FALLBACK, "recovery/recovery_completed"]
     assert ctx.incidents["evt-1"]["state"] == "completed"
 
@@ -294,8 +298,8 @@ def test_wiring_missing_topic_nowhere_to_go_escalates(tmp_path: Path) -> None:
     event = delivery_event("topic_not_found", target="orders.v9", cause="TOPIC_NOT_FOUND")
     ctx = ctx_for(strategy, event, d.Escalate("x"), d.Incident("evt-1"))
     assert asyncio.run(strategy.after_decision(ctx)) is True
-    assert strategy.pipeline.sent == []
-    [(event_type, fields)] = strategy.pipeline.events
+    assert strategy.services.sent == []
+    [(event_type, fields)] = strategy.services.events
     assert event_type == "recovery/escalated" and "no definition" in fields["payload"]["reason"]
     assert ctx.incidents["evt-1"]["state"] == "escalated"
 
@@ -305,5 +309,5 @@ def test_wiring_ignores_other_decisions_and_kinds(tmp_path: Path) -> None:
     generic = delivery_event("broker_hiccup")
     assert not asyncio.run(strategy.after_decision(ctx_for(strategy, generic, d.Retry(1, 1000),
                                                            d.Incident("evt-1"))))
-    assert strategy.pipeline.sent == [] and strategy.pipeline.events == []
-    assert strategy.reported_fields({"kind": "MCP_CONNECTION_LOST"}) == {}
+    assert strategy.services.sent == [] and strategy.services.events == []
+    assert strategy.reported_fields(FailureEvent({"kind": "MCP_CONNECTION_LOST"})) == {}

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.pipeline import decide as d
 from app.pipeline.classify import classify
@@ -174,7 +175,7 @@ def test_discovery_failed_payload_has_the_source_fields() -> None:
                               detail=("ToolDiscoveryFailed", {
                                   "tool_name": "x", "error_type": "service_unavailable",
                                   "searched_locations": ["registry"]}))
-    assert t.discovery_failed_fields(event) == {
+    assert t.discovery_failed_fields(FailureEvent(event)) == {
         "toolName": "x", "errorType": "service_unavailable", "searchedLocations": ["registry"],
         "timestamp": 1234}
 
@@ -191,6 +192,7 @@ class Recorder:
     topics = SimpleNamespace(commands="p.recovery.incident-commands")
 
     def __init__(self) -> None:
+        self.clock = ManualClock(1_700_000_000_000)
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 
@@ -227,7 +229,7 @@ class FakeRegistry:
 def make_strategy(entries: list[reg.ToolEntry], policy: DiscoveryPolicy = POLICY
                   ) -> t.ToolDiscoveryStrategy:
     strategy = t.ToolDiscoveryStrategy.__new__(t.ToolDiscoveryStrategy)
-    strategy.pipeline = Recorder()
+    strategy.services = Recorder()
     strategy.policy = policy
     strategy.servers = SERVERS
     strategy.registry = FakeRegistry(entries)  # type: ignore[assignment]
@@ -254,7 +256,7 @@ def run_report(strategy: t.ToolDiscoveryStrategy, event: dict[str, Any],
     c = classify(policies.rules, kind=t.KIND, error_type="not_found")
     incident = d.Incident("call-1", state="escalated", reports=1, first_failure_ms=1)
     record = RawRecord("recovery.failures", 0, 0, None, b"call-1", b"", [])
-    ctx = StrategyContext(strategy.pipeline, FailureEvent(event), record, incident, c,
+    ctx = StrategyContext(strategy.services, FailureEvent(event), record, incident, c,
                           d.Escalate("x"), incidents)
     return asyncio.run(strategy.after_decision(ctx))
 
@@ -263,13 +265,13 @@ def test_wiring_registry_hit_routes_announces_and_acknowledges() -> None:
     strategy = make_strategy([WEATHER])
     incidents: dict[str, Any] = {}
     assert run_report(strategy, discovery_report("get_weather"), incidents)
-    routed, ack = strategy.pipeline.sent
+    routed, ack = strategy.services.sent
     assert routed.topic == "s2.requests" and routed.key == b"c1"
     assert h.header_value(routed.headers, t.RESOLVED_TOOL_HEADER) == "get_weather"
     assert h.header_value(routed.headers, h.INCIDENT_ID) == "call-1"
     assert ack.topic == Recorder.topics.commands and ack.key == b"call-1"
     assert h.header_value(ack.headers, h.COMMAND) == "ack"
-    [(event_type, fields)] = strategy.pipeline.events
+    [(event_type, fields)] = strategy.services.events
     assert event_type == t.TOOL_DISCOVERED and fields["payload"]["strategy"] == "registry_refresh"
     assert incidents["call-1"]["state"] == "discovering"  # completed by the acknowledgement
 
@@ -282,25 +284,25 @@ def test_wiring_query_then_semantic_confirmation_then_route() -> None:
     [query_watch] = strategy.watches.started
     assert query_watch.kind == t.QUERY_WATCH and query_watch.deadline_ms - \
         query_watch.started_ms == 5000
-    [query] = strategy.pipeline.sent
+    [query] = strategy.services.sent
     assert query.topic == "p.recovery.tool-queries"
-    assert strategy.pipeline.events[0][0] == t.SERVERS_QUERIED
+    assert strategy.services.events[0][0] == t.SERVERS_QUERIED
     # Nobody answers: the semantic match is suggested and waits for a confirmation.
     asyncio.run(strategy.on_query_expired(query_watch))
     confirm_watch = strategy.watches.started[-1]
     assert confirm_watch.kind == t.CONFIRM_WATCH
-    event_type, fields = strategy.pipeline.events[-1]
+    event_type, fields = strategy.services.events[-1]
     assert event_type == t.SEMANTIC_MATCH_FOUND
     assert fields["payload"]["requiresUserConfirmation"] is True
     assert fields["payload"]["suggestedTool"] == "get_weather"
     assert fields["payload"]["confirmationId"] == confirm_watch.watch_id
-    assert len(strategy.pipeline.sent) == 1  # nothing routed before the confirmation
+    assert len(strategy.services.sent) == 1  # nothing routed before the confirmation
     asyncio.run(strategy.on_confirmation(confirm_watch, {"confirmed": True, "by": "ann"}))
-    routed, ack = strategy.pipeline.sent[1:]
+    routed, ack = strategy.services.sent[1:]
     assert routed.topic == "s2.requests"
     assert h.header_value(routed.headers, t.RESOLVED_TOOL_HEADER) == "get_weather"
     assert h.header_value(ack.headers, h.COMMAND) == "ack"
-    discovered = strategy.pipeline.events[-1][1]["payload"]
+    discovered = strategy.services.events[-1][1]["payload"]
     assert discovered["strategy"] == "semantic_matching"
     assert discovered["tool"]["confirmedBy"] == "ann"
     assert discovered["strategiesAttempted"] == ["registry_refresh", "server_query",
@@ -314,8 +316,8 @@ def test_wiring_server_answer_registers_the_tool_and_routes() -> None:
     found = entry("s7", "get_forecast", topic="s7.req")
     asyncio.run(strategy.on_query_answered(watch, {"tool": found.to_json()}))
     assert strategy.registry.registered == [found]
-    assert strategy.pipeline.sent[1].topic == "s7.req"
-    assert strategy.pipeline.events[-1][1]["payload"]["strategy"] == "server_query"
+    assert strategy.services.sent[1].topic == "s7.req"
+    assert strategy.services.events[-1][1]["payload"]["strategy"] == "server_query"
 
 
 def test_wiring_refused_match_without_wrapper_is_tool_not_found() -> None:
@@ -323,11 +325,11 @@ def test_wiring_refused_match_without_wrapper_is_tool_not_found() -> None:
     run_report(strategy, discovery_report("fetch_weather", "current weather in a city"), {})
     asyncio.run(strategy.on_query_expired(strategy.watches.started[0]))
     asyncio.run(strategy.on_confirmation(strategy.watches.started[1], {"confirmed": False}))
-    types = [e for e, _ in strategy.pipeline.events]
+    types = [e for e, _ in strategy.services.events]
     assert types[-2:] == [t.SEMANTIC_MATCH_DECLINED, "recovery/escalated"]
-    payload = strategy.pipeline.events[-1][1]["payload"]
+    payload = strategy.services.events[-1][1]["payload"]
     assert payload["error"] == "ToolNotFoundError" and payload["toolName"] == "fetch_weather"
-    assert strategy.pipeline.events[-1][1]["outcome"] == "escalated"
+    assert strategy.services.events[-1][1]["outcome"] == "escalated"
 
 
 def test_wiring_unconfirmed_match_times_out_into_the_dynamic_wrapper() -> None:
@@ -336,10 +338,10 @@ def test_wiring_unconfirmed_match_times_out_into_the_dynamic_wrapper() -> None:
     run_report(strategy, discovery_report("get_weather", "current weather in a city"), {})
     asyncio.run(strategy.on_query_expired(strategy.watches.started[0]))
     asyncio.run(strategy.on_unconfirmed(strategy.watches.started[1]))
-    declined = [f for e, f in strategy.pipeline.events if e == t.SEMANTIC_MATCH_DECLINED]
+    declined = [f for e, f in strategy.services.events if e == t.SEMANTIC_MATCH_DECLINED]
     assert declined[0]["payload"]["reason"] == "timeout"
-    assert strategy.pipeline.sent[-2].topic == "getters.requests"
-    payload = strategy.pipeline.events[-1][1]["payload"]
+    assert strategy.services.sent[-2].topic == "getters.requests"
+    payload = strategy.services.events[-1][1]["payload"]
     assert payload["strategy"] == "dynamic_wrapping" and payload["tool"]["kind"] == "getter"
 
 
@@ -350,7 +352,7 @@ def test_wiring_same_report_again_repeats_the_first_step_only() -> None:
     run_report(strategy, discovery_report("get_forecast"), incidents)
     first, second = strategy.watches.started
     assert first == second  # a repeated start of the same watch is ignored by the watches
-    ids = [f["step_id"] for _, f in strategy.pipeline.events]
+    ids = [f["step_id"] for _, f in strategy.services.events]
     assert ids[0] == ids[1]
 
 
@@ -396,7 +398,7 @@ def test_wiring_report_without_a_tool_name_is_escalated_at_once() -> None:
                                                               "error_type": "not_found"})
     incidents: dict[str, Any] = {}
     assert run_report(strategy, event, incidents)
-    [(event_type, fields)] = strategy.pipeline.events
+    [(event_type, fields)] = strategy.services.events
     assert event_type == "recovery/escalated" and fields["outcome"] == "escalated"
     assert incidents["call-1"]["state"] == "escalated"
-    assert strategy.watches.started == [] and strategy.pipeline.sent == []
+    assert strategy.watches.started == [] and strategy.services.sent == []

@@ -1,5 +1,5 @@
 """Scenario 1 (MCP connection loss): every branch of the source's handler, without a broker.
-The decisions are pure; the strategy's wiring runs over a recording pipeline and dict
+The decisions are pure; the strategy's wiring runs over recording services and dict
 tables, fed by the generic pipeline's own decide/record_report."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from app.contracts import headers as h
+from app.contracts.clock import ManualClock
 from app.contracts.failure_event import FailureEvent, new_failure_event
 from app.pipeline import decide as d
 from app.pipeline.classify import Classification, classify
@@ -217,13 +218,13 @@ def test_connection_lost_payload_has_the_source_fields() -> None:
                               detail=("McpConnectionLost", {"server_id": "s1",
                                                             "last_successful_connection": 77}))
     entries = [entry("s1"), entry("s1", tool="get_time"), entry("s2", tool="other")]
-    fields = m.connection_lost_fields(event, entries)
+    fields = m.connection_lost_fields(FailureEvent(event), entries)
     assert fields == {"serverId": "s1", "errorType": "network_timeout",
                       "lastSuccessfulConnection": 77,
                       "affectedTools": ["get_time", "get_weather"]}
 
 
-# ---- the strategy's wiring over a recording pipeline ----------------------------------------
+# ---- the strategy's wiring over recording services -----------------------------------------
 
 class FakeRegistry:
     def __init__(self, entries: list[reg.ToolEntry], cached: dict[str, reg.CachedResult]):
@@ -239,6 +240,7 @@ class FakeRegistry:
 
 class Recorder:
     def __init__(self) -> None:
+        self.clock = ManualClock(1_700_000_000_000)
         self.sent: list[Any] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
 
@@ -252,7 +254,7 @@ class Recorder:
 
 def make_strategy(entries, cached=None, policy=POLICY) -> m.McpConnectionStrategy:
     strategy = m.McpConnectionStrategy.__new__(m.McpConnectionStrategy)
-    strategy.pipeline = Recorder()
+    strategy.services = Recorder()
     strategy.policy = policy
     strategy.registry = FakeRegistry(entries, cached or {})  # type: ignore[assignment]
     strategy.plans = {}  # type: ignore[assignment]
@@ -284,7 +286,7 @@ def process(strategy, incidents: dict, event: dict[str, Any]) -> tuple[d.Decisio
         incident = d.record_report(before, report, decision, 5000)
         incidents["req-1"] = incident.to_json()
     record = RawRecord("recovery.failures", 0, 0, None, b"req-1", b"", [])
-    ctx = StrategyContext(strategy.pipeline, FailureEvent(event), record, incident, c, decision,
+    ctx = StrategyContext(strategy.services, FailureEvent(event), record, incident, c, decision,
                           incidents)
     return decision, asyncio.run(strategy.after_decision(ctx))
 
@@ -300,7 +302,7 @@ def test_timeouts_then_each_alternative_then_cache_then_completed() -> None:
         assert isinstance(decision, d.Retry) and not handled
     decision, handled = process(strategy, incidents, report_event(3, "network_timeout", "s1"))
     assert isinstance(decision, d.AlternativeRoute) and handled
-    [routed] = strategy.pipeline.sent
+    [routed] = strategy.services.sent
     assert routed.topic == "s3.requests" and routed.key == b"req-1"
     assert h.header_value(routed.headers, h.INCIDENT_ID) == "req-1"
     assert h.header_value(routed.headers, "reply-to") == "agent.replies"
@@ -309,17 +311,17 @@ def test_timeouts_then_each_alternative_then_cache_then_completed() -> None:
     decision, handled = process(strategy, incidents, report_event(4, "authentication_failure",
                                                                   "s3"))
     assert isinstance(decision, d.Escalate) and handled
-    assert strategy.pipeline.sent[-1].topic == "s2.requests"
+    assert strategy.services.sent[-1].topic == "s2.requests"
     decision, handled = process(strategy, incidents, report_event(5, "network_timeout", "s2"))
     assert handled
-    reply = strategy.pipeline.sent[-1]
+    reply = strategy.services.sent[-1]
     assert reply.topic == "agent.replies"
     assert h.header_value(reply.headers, m.DEGRADED_HEADER) == "using_cached_data"
     assert orjson.loads(reply.value)["result"] == {"temp": 3}
-    types = [t for t, _ in strategy.pipeline.events]
+    types = [t for t, _ in strategy.services.events]
     assert types == [m.TOOL_REROUTED, m.TOOL_REROUTED, m.DEGRADED_RESULT,
                      "recovery/recovery_completed"]
-    assert strategy.pipeline.events[-1][1]["outcome"] == "completed"
+    assert strategy.services.events[-1][1]["outcome"] == "completed"
     assert incidents["req-1"]["state"] == "completed"
 
 
@@ -328,10 +330,10 @@ def test_a_report_processed_again_sends_the_same_step_again() -> None:
     incidents: dict[str, Any] = {}
     for n in range(4):
         process(strategy, incidents, report_event(n, "network_timeout", "s1"))
-    first = list(strategy.pipeline.sent)
+    first = list(strategy.services.sent)
     process(strategy, incidents, report_event(3, "network_timeout", "s1"))  # after a crash
-    assert strategy.pipeline.sent == first * 2
-    ids = [f["step_id"] for _, f in strategy.pipeline.events]
+    assert strategy.services.sent == first * 2
+    ids = [f["step_id"] for _, f in strategy.services.events]
     assert ids == [ids[0], ids[0]]
 
 
@@ -341,7 +343,7 @@ def test_nothing_left_escalates_once_with_the_routing_failure() -> None:
     for n in range(4):
         process(strategy, incidents, report_event(n, "network_timeout", "s1"))
     process(strategy, incidents, report_event(4, "network_timeout", "s2"))
-    event_type, fields = strategy.pipeline.events[-1]
+    event_type, fields = strategy.services.events[-1]
     assert event_type == "recovery/escalated" and fields["outcome"] == "escalated"
     payload = fields["payload"]
     assert payload["error"] == "ToolRoutingFailureError"
@@ -360,20 +362,20 @@ def test_protocol_mismatch_wiring_routes_to_the_compatible_server() -> None:
         0, "protocol_mismatch", "s1", client_protocol_version="2024-11-05",
         server_protocol_version="2025-03-26"))
     assert isinstance(decision, d.Escalate) and handled
-    assert [r.topic for r in strategy.pipeline.sent] == ["s3.requests"]
-    assert strategy.pipeline.events[-1][1]["payload"]["reason"] == "compatible_protocol"
+    assert [r.topic for r in strategy.services.sent] == ["s3.requests"]
+    assert strategy.services.events[-1][1]["payload"]["reason"] == "compatible_protocol"
 
 
 def test_protocol_mismatch_without_a_compatible_server_is_escalated() -> None:
     strategy = make_strategy([entry("s1", protocol="2025-03-26")])
     _, handled = process(strategy, {}, report_event(
         0, "protocol_mismatch", "s1", client_protocol_version="2024-11-05"))
-    assert handled and strategy.pipeline.sent == []
-    assert strategy.pipeline.events[-1][0] == "recovery/escalated"
+    assert handled and strategy.services.sent == []
+    assert strategy.services.events[-1][0] == "recovery/escalated"
 
 
 def test_authentication_failure_is_left_to_the_generic_escalation() -> None:
     strategy = make_strategy([entry("s1"), entry("s2")])
     decision, handled = process(strategy, {}, report_event(0, "authentication_failure", "s1"))
     assert isinstance(decision, d.Escalate) and not handled
-    assert strategy.pipeline.sent == [] and strategy.pipeline.events == []
+    assert strategy.services.sent == [] and strategy.services.events == []
