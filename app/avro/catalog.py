@@ -13,6 +13,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
+from app.avro.schema import SchemaError, validate
+
 LOCK_FILE = "schemas.lock.json"
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
@@ -47,8 +49,17 @@ class Subject:
 
 
 def read_schema_file(path: Path) -> Any:
+    """The schema in an .avsc file, checked against the specification (app.avro.schema) and
+    by fastavro, which encodes with it; CatalogError, one line naming the place, if invalid."""
     try:
         schema = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc
+    try:
+        validate(schema)
+    except SchemaError as exc:
+        raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from None
+    try:
         parse_schema(schema, _write_hint=False)
     except Exception as exc:  # fastavro's parse errors share no base class with ValueError
         raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc

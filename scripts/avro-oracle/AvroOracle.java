@@ -5,12 +5,16 @@
 //        {"id": ..., "schema": SCHEMA}                      (validity only)
 //   out: {"id": ..., "reader_error": MSG | "writer_error": MSG}   a schema Avro refuses
 //        {"id": ..., "compatible": BOOL, "problems": [{"type", "location", "message"}],
-//         "decode": "ok" | "fails", "decode_error": MSG}
+//         "decode": "ok" | "fails", "decode_error": MSG, "resolve_errors": [MSG, ...]}
 //        {"id": ..., "valid": BOOL, "error": MSG}
 //
-// "decode" is the decoder's verdict, the tie-breaker when checkers disagree: random data
-// written with the writer schema (RandomData, seeded by the id) read back with the reader
-// schema through GenericDatumReader's resolving decoder. Built and run by scripts/avro-oracle.
+// "decode" is the decoder's verdict, the tie-breaker when checkers disagree. Two views of it:
+// "resolve_errors" walks the resolution Java's decoder builds (Resolver.resolve, with aliases
+// applied, as GenericDatumReader does) for error actions and enum symbols without a target:
+// each is writer data the decoder refuses, whether or not random data reaches it; and random
+// data written with the writer schema (RandomData, seeded by the id) is read back with the
+// reader schema. "decode" is "fails" when either finds a failure. Built and run by
+// scripts/avro_oracle.py.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ArrayNode;
@@ -20,6 +24,11 @@ import java.io.ByteArrayOutputStream;
 import java.io.InputStreamReader;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.IdentityHashMap;
+import java.util.List;
+import java.util.Map;
+import org.apache.avro.Resolver;
 import org.apache.avro.Schema;
 import org.apache.avro.SchemaCompatibility;
 import org.apache.avro.generic.GenericDatumReader;
@@ -100,14 +109,48 @@ public final class AvroOracle {
       p.put("location", problem.getLocation());
       p.put("message", problem.getMessage());
     }
+    List<String> errors = new ArrayList<>();
+    resolveErrors(Resolver.resolve(writer, reader), new IdentityHashMap<>(), errors);
+    ArrayNode resolveErrors = answer.putArray("resolve_errors");
+    errors.forEach(resolveErrors::add);
     int samples = request.path("samples").asInt(30);
     long seed = request.get("id").toString().hashCode();
     try {
       decode(reader, writer, samples, seed);
-      answer.put("decode", "ok");
+      answer.put("decode", errors.isEmpty() ? "ok" : "fails");
     } catch (Throwable e) { // AvroTypeException, EOF, a StackOverflowError on odd recursion
       answer.put("decode", "fails");
       answer.put("decode_error", e.toString());
+    }
+  }
+
+  private static void resolveErrors(Resolver.Action action, Map<Resolver.Action, Boolean> seen,
+      List<String> errors) {
+    if (action == null || seen.put(action, true) != null) {
+      return;
+    }
+    if (action instanceof Resolver.ErrorAction) {
+      errors.add(action.toString());
+    } else if (action instanceof Resolver.EnumAdjust) {
+      Resolver.EnumAdjust adjust = (Resolver.EnumAdjust) action;
+      for (int i = 0; i < adjust.adjustments.length; i++) {
+        if (adjust.adjustments[i] < 0) {
+          errors.add("writer enum symbol " + action.writer.getEnumSymbols().get(i)
+              + " has no reader symbol nor default");
+        }
+      }
+    } else if (action instanceof Resolver.Container) {
+      resolveErrors(((Resolver.Container) action).elementAction, seen, errors);
+    } else if (action instanceof Resolver.RecordAdjust) {
+      for (Resolver.Action field : ((Resolver.RecordAdjust) action).fieldActions) {
+        resolveErrors(field, seen, errors);
+      }
+    } else if (action instanceof Resolver.WriterUnion) {
+      for (Resolver.Action branch : ((Resolver.WriterUnion) action).actions) {
+        resolveErrors(branch, seen, errors);
+      }
+    } else if (action instanceof Resolver.ReaderUnion) {
+      resolveErrors(((Resolver.ReaderUnion) action).actualAction, seen, errors);
     }
   }
 
