@@ -160,6 +160,18 @@ HAND_PAIRS: list[tuple[str, Any, Any]] = [
          "Edge", fld("w", "int"), fld("to", "T"))})),
      rec("T", fld("leaf", "int"), fld("kids", {"type": "array", "items": rec(
          "Edge", fld("w", "int"), fld("to", "T"))}))),
+    # Java's checker memoizes a "compatible" reached while a.Node was in progress under a
+    # union branch that then failed, and reuses it for the field i
+    ("provisional verdict reused",
+     rec("r.Top",
+         fld("u", [rec("a.Node", fld("child", rec("a.Inner", fld("back", ["null", "a.Node"]))),
+                       fld("x", "int")),
+                   rec("b.Node", fld("child", "a.Inner"), fld("x", "string"))]),
+         fld("i", "a.Inner")),
+     rec("r.Top",
+         fld("u", rec("w.Node", fld("child", rec("w.Inner", fld("back", ["null", "w.Node"]))),
+                      fld("x", "string"))),
+         fld("i", "w.Inner"))),
     # decimals
     ("decimal same", dec(5, 2), dec(5, 2)),
     ("decimal precision widened", dec(9, 2), dec(5, 2)),
