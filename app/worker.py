@@ -27,7 +27,7 @@ from app import (
     web,
 )
 from app.avro.catalog import SchemaCatalog
-from app.avro.codec import AvroCodec, codec_from_settings
+from app.avro.codec import AvroCodec, codec_from_settings, wait_until_registered
 from app.classification import Classification, classify
 from app.dead_letters import scan_dead_letters
 from app.kafka_config import admin_config, consumer_config
@@ -112,6 +112,8 @@ class Pipeline:
     # ---- failure reports -----------------------------------------------------------------
 
     async def on_failure(self, record: intake.RawRecord, incidents: Any) -> None:
+        # A registry that cannot answer holds this record (retried, logged), never poisons it.
+        await self.codec.wait_for_writer(record.value, log)
         received = intake.receive(record, self.codec)
         if isinstance(received, intake.Quarantined):
             log.warning("poison %s[%d]@%d: %s", record.topic, record.partition, record.offset,
@@ -382,7 +384,10 @@ def max_message_bytes(specs: Any, default: int = 1_000_000) -> int:
 def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
     specs = {spec.name: spec for spec in load_topic_specs(settings.topics_dir)}
     catalog = SchemaCatalog.load(settings.schemas_dir)
-    codec = codec_from_settings(catalog, settings.schema_registry_url)
+    codec = codec_from_settings(catalog, settings.schema_registry_url,
+                                subject_strategy=settings.schema_subject_strategy,
+                                topic_prefix=settings.topic_prefix)
+    wait_until_registered(codec, [intake.FAILURE_SUBJECT, lifecycle.SUBJECT], log)
     policies = load_policies(settings.policy_file)
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     # TLS/SASL for Faust's aiokafka clients; secrets masked in every log line.
