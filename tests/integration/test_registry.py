@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -208,3 +210,35 @@ def test_worker_with_a_registry_that_hangs_holds_the_record(
     registered = client.get_schema(int.from_bytes(messages[0].value()[1:5], "big"))
     assert json.loads(registered.schema_str)["name"] == "LifecycleEvent"
     assert "the record waits" in worker.log_tail(400)
+
+
+def test_produce_and_the_client_api_write_registry_ids_confluent_reads(
+        registry_env: dict[str, str], applied_topics: dict[str, str], topic_prefix: str,
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.client.reporter import FailureReporter
+    from app.settings import get_settings
+
+    line = {"kind": "EVENT_DELIVERY_FAILED", "work_item_id": "cli-r",
+            "source": {"service": "bus"}, "error": {"type": "topic_not_found"}}
+    produced = subprocess.run([sys.executable, "-m", "app", "produce", "-"], cwd=REPO,
+                              env=registry_env, input=json.dumps(line) + "\n",
+                              capture_output=True, text=True, timeout=60)
+    assert produced.returncode == 0, produced.stderr
+    for name, value in registry_env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        reporter = FailureReporter()
+        reporter.report(kind="CACHE_CORRUPTED", error_type="serialization_error",
+                        service="cache", work_item_id="client-r")
+        assert reporter.producer.flush(10) == 0
+    finally:
+        get_settings.cache_clear()
+    failures = f"{topic_prefix}recovery.failures"
+    messages = read_topic(kafka_bootstrap, failures, 2, 30)
+    client = SchemaRegistryClient({"url": registry_env["SCHEMA_REGISTRY_URL"]})
+    assert f"{failures}-value" in client.get_subjects()  # the topic strategy's subject
+    deserializer = AvroDeserializer(client)
+    decoded = [deserializer(m.value(), SerializationContext(failures, MessageField.VALUE))
+               for m in messages]
+    assert sorted(e["work_item_id"] for e in decoded) == ["cli-r", "client-r"]
