@@ -157,7 +157,17 @@ def test_worker_with_a_registry_that_hangs_holds_the_record(
     registry = own_registry()
     applied_topics.update(SCHEMA_REGISTRY_URL=registry.url,
                           RECOVERY_SCHEMA_SUBJECT_STRATEGY=strategy)
+    if strategy == "topic":
+        # a registry that hangs at start-up: the worker says so and retries, then goes on
+        registry.freeze()
     worker = worker_factory()
+    if strategy == "topic":
+        try:
+            assert wait_until(lambda: "schema registry unavailable at start-up" in
+                              worker.log_tail(200), 60), worker.log_tail()
+            assert worker.proc is not None and worker.proc.poll() is None  # no crash
+        finally:
+            registry.thaw()
     client = SchemaRegistryClient({"url": registry.url})
     ours = ("lifecycle-event" if strategy == "catalog"
             else f"{topic_prefix}recovery.events-value")
