@@ -168,6 +168,7 @@ def _is_int(value: Any) -> bool:
 class _Parser:
     def __init__(self) -> None:
         self.names: dict[str, Named] = {}
+        self.open: set[str] = set()  # records whose fields are being read
 
     def parse(self, schema: Any, namespace: str | None, path: str) -> AvroType:
         if isinstance(schema, str):
@@ -205,10 +206,13 @@ class _Parser:
         if name in _NAMED_KINDS or name in ("array", "map"):
             raise _fail(path, f"{name!r} is not a type by itself: write {{\"type\": {name!r}, "
                               "...}")
-        # The name in the enclosing namespace, then as written: a full name, or one in the null
-        # namespace (Java's parser does the same; the spec is silent on the null namespace).
+        # The name in the enclosing namespace (the spec), then as written: a full name, or one
+        # of the null namespace whose definition is complete (Java's parser does the same; the
+        # spec offers no way to refer to the null namespace from inside another).
         full = name if "." in name or not namespace else f"{namespace}.{name}"
-        found = self.names.get(full) or self.names.get(name)
+        found = self.names.get(full)
+        if found is None and name not in self.open:
+            found = self.names.get(name)
         if found is None:
             raise _fail(path, f"unknown type name {name!r} (a name must be defined, earlier in "
                               "the schema, before it is used)")
@@ -276,7 +280,9 @@ class _Parser:
         else:
             # defined before its fields are read, so it may refer to itself
             self.names[fullname] = node
+            self.open.add(fullname)
             self.record(node, schema, namespace, path)
+            self.open.discard(fullname)
         return node
 
     def enum(self, node: Named, schema: dict[str, Any], path: str) -> None:
@@ -342,7 +348,7 @@ def _valid_default(node: AvroType, value: Any) -> bool:
             return _is_int(value) and _LONG_RANGE[0] <= value <= _LONG_RANGE[1]
         case Primitive(kind="float" | "double"):
             return (isinstance(value, int | float) and not isinstance(value, bool)) or \
-                value in _FLOAT_WORDS
+                (isinstance(value, str) and value in _FLOAT_WORDS)
         case Primitive(kind="bytes"):
             return isinstance(value, str) and all(ord(c) < 256 for c in value)
         case Primitive(kind="string"):

@@ -7,6 +7,7 @@
 //        {"id": ..., "compatible": BOOL, "problems": [{"type", "location", "message"}],
 //         "decode": "ok" | "fails", "decode_error": MSG, "resolve_errors": [MSG, ...]}
 //        {"id": ..., "valid": BOOL, "error": MSG}
+//        "oracle_error": MSG when Java's checker throws (the decoder's verdict is still given)
 //
 // "decode" is the decoder's verdict, the tie-breaker when checkers disagree. Two views of it:
 // "resolve_errors" walks the resolution Java's decoder builds (Resolver.resolve, with aliases
@@ -97,20 +98,28 @@ public final class AvroOracle {
       answer.put("writer_error", String.valueOf(e.getMessage()));
       return;
     }
-    SchemaCompatibility.SchemaPairCompatibility result =
-        SchemaCompatibility.checkReaderWriterCompatibility(reader, writer);
-    answer.put("compatible", result.getType()
-        == SchemaCompatibility.SchemaCompatibilityType.COMPATIBLE);
-    ArrayNode problems = answer.putArray("problems");
-    for (SchemaCompatibility.Incompatibility problem :
-        result.getResult().getIncompatibilities()) {
-      ObjectNode p = problems.addObject();
-      p.put("type", problem.getType().name());
-      p.put("location", problem.getLocation());
-      p.put("message", problem.getMessage());
+    try {
+      SchemaCompatibility.SchemaPairCompatibility result =
+          SchemaCompatibility.checkReaderWriterCompatibility(reader, writer);
+      answer.put("compatible", result.getType()
+          == SchemaCompatibility.SchemaCompatibilityType.COMPATIBLE);
+      ArrayNode problems = answer.putArray("problems");
+      for (SchemaCompatibility.Incompatibility problem :
+          result.getResult().getIncompatibilities()) {
+        ObjectNode p = problems.addObject();
+        p.put("type", problem.getType().name());
+        p.put("location", problem.getLocation());
+        p.put("message", problem.getMessage());
+      }
+    } catch (RuntimeException e) { // the checker throws on some pairs; the decoder still judges
+      answer.put("oracle_error", e.toString());
     }
     List<String> errors = new ArrayList<>();
-    resolveErrors(Resolver.resolve(writer, reader), new IdentityHashMap<>(), errors);
+    try {
+      resolveErrors(Resolver.resolve(writer, reader), new IdentityHashMap<>(), errors);
+    } catch (RuntimeException e) {
+      errors.add(e.toString());
+    }
     ArrayNode resolveErrors = answer.putArray("resolve_errors");
     errors.forEach(resolveErrors::add);
     int samples = request.path("samples").asInt(30);

@@ -124,6 +124,8 @@ def test_decimals(reader, writer, ok: bool) -> None:
     (rec("R", fld("a", "bytes", default="\u0100")), "/fields/0/default", "bytes"),
     (rec("R", fld("a", fixed("F", 2), default="abc")), "/fields/0/default", "fixed F"),
     (rec("R", fld("a", ["null", "string"], default=1)), "/fields/0/default", "union"),
+    (rec("R", fld("a", ["double", "int"], default=[])), "/fields/0/default", "union"),
+    (rec("R", fld("a", "float", default={"x": 1})), "/fields/0/default", "float"),
     (rec("R", fld("a", rec("S", fld("x", "int")), default={})), "/fields/0/default", "record S"),
     (rec("R", fld("e", enum("E", ["A"]), default="B")), "/fields/0/default", "enum E"),
     (enum("E", ["A"], default="Z"), "/default", "not one of its symbols"),
@@ -143,6 +145,9 @@ def test_decimals(reader, writer, ok: bool) -> None:
     (rec("R", fld("a", {"type": {"type": "array", "items": "int"}})), "/fields/0/type",
      "\"type\" must be"),
     (rec("R", fld("a", "int"), fld("a", "int")), "/fields/1/name", "appears twice"),
+    # "Top" inside namespace a is a.Top; the null namespace's Top is still being defined
+    (rec("Top", fld("in", rec("a.In", fld("back", ["null", "Top"])))),
+     "/fields/0/type/fields/0/type/1", "unknown type name 'Top'"),
     (rec("R", fld("a", "int", order="sideways")), "/fields/0/order", "order"),
     (fixed("F", -1), "/size", "non-negative"),
     ({"type": "record", "name": "R"}, "/fields", "needs \"fields\""),
