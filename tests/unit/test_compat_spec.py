@@ -179,3 +179,25 @@ def test_invalid_schemas_are_refused_with_the_place(schema, where: str, what: st
 def test_valid_schemas_pass(schema) -> None:
     validate(schema)
     assert can_read(schema, schema) == []
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_WORDS = st.sampled_from(["type", "name", "namespace", "fields", "symbols", "items", "values",
+                          "size", "default", "aliases", "record", "enum", "fixed", "array",
+                          "map", "int", "string", "null", "R", "a.R", "logicalType", "decimal",
+                          "precision", "scale", "order", "error", "bytes", "double"])
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**40) | st.floats(allow_nan=False) | _WORDS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_WORDS, inner, max_size=5),
+    max_leaves=25)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_JSON, _JSON)
+def test_any_json_is_validated_or_refused_never_a_crash(reader, writer) -> None:
+    try:
+        can_read(reader, writer)
+    except SchemaError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("/")
