@@ -252,3 +252,16 @@ def test_produce_and_the_client_api_write_registry_ids_confluent_reads(
     decoded = [deserializer(m.value(), SerializationContext(failures, MessageField.VALUE))
                for m in messages]
     assert sorted(e["work_item_id"] for e in decoded) == ["cli-r", "client-r"]
+
+
+def test_produce_with_the_registry_down_is_one_line(registry_env: dict[str, str],
+                                                    applied_topics: dict[str, str]) -> None:
+    line = {"kind": "EVENT_DELIVERY_FAILED", "work_item_id": "down",
+            "source": {"service": "bus"}, "error": {"type": "topic_not_found"}}
+    down = {**registry_env, "SCHEMA_REGISTRY_URL": "http://127.0.0.1:9/apis/ccompat/v7"}
+    result = subprocess.run([sys.executable, "-m", "app", "produce", "-"], cwd=REPO, env=down,
+                            input=json.dumps(line) + "\n", capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith("error: http://127.0.0.1:9/") and "Connection refused" in message
