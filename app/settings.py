@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # "at_least_once" (with idempotent incident state) or Faust's "exactly_once".
     processing_guarantee: str = "at_least_once"
     commit_interval_s: float = 1.0
+    # After SIGTERM/SIGINT the worker exits within this many seconds, finished or not.
+    shutdown_timeout_s: float = 30.0
     # Scenario 4's recovery watch: checks every 15 s for up to 5 minutes.
     health_check_interval_ms: int = 15_000
     recovery_watch_ms: int = 300_000
@@ -77,6 +79,10 @@ class Settings(BaseSettings):
     object_store_prefix: str = "claim-checks/"
     object_store_endpoint_url: str | None = None
     object_store_region: str = "us-east-1"
+    # Credentials for the S3 API; unset, boto3's own chain is used (AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, a profile, an instance role). The secret is never logged.
+    object_store_access_key_id: str | None = None
+    object_store_secret_access_key: SecretStr | None = None
     # HMAC-SHA256 key signing claim-check references (a SecretStr: never printed or logged).
     object_store_signing_key: SecretStr | None = None
     object_store_retention_ms: int = 7 * 24 * 3600 * 1000

@@ -26,7 +26,7 @@ from app.avro.codec import (
     SchemaRegistryUnavailable,
     codec_from_settings,
 )
-from app.failure_events import new_failure_event
+from app.contracts.failure_event import new_failure_event
 from tests.conftest import run_cli, wait_until
 from tests.registry_helpers import own_registry, schema_registry_url  # noqa: F401
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from app.contracts.records import OutRecord
 from app.oversize.records import Incoming
-from app.routing import OutRecord
 
 
 def as_incoming(records: list[OutRecord], partition: int = 0, first_offset: int = 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.changelogs import changelog_specs
+from app.kafka.changelogs import changelog_specs
 from app.settings import Settings
-from app.worker import create_app
+from app.worker.app import create_app
 
 
 def test_every_table_has_its_changelog_with_faust_name_partitions_and_policy(tmp_path: Path):

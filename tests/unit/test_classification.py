@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from app.classification import FALLBACK, Classification, classify
-from app.policy import PolicyError, load_policies
+from app.pipeline.classify import FALLBACK, Classification, classify
+from app.policy.rules import PolicyError, load_policies
 
 RULES = load_policies().rules
 

@@ -9,8 +9,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, DecodeError, LockedSchemaIds, RegistrySchemaIds
-from app.failure_events import new_failure_event
-from app.lifecycle import RECOVERY_COMPLETED, lifecycle_event
+from app.contracts.failure_event import new_failure_event
+from app.contracts.lifecycle import RECOVERY_COMPLETED, lifecycle_event
 
 REPO = Path(__file__).resolve().parents[2]
 

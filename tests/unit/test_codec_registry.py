@@ -12,7 +12,6 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from app import intake
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import (
     AvroCodec,
@@ -24,6 +23,8 @@ from app.avro.codec import (
     registry_subject,
     wait_until_registered,
 )
+from app.contracts.records import RawRecord
+from app.pipeline import intake
 from tests.unit.test_codec import sample_failure
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,8 +63,8 @@ def encoded_elsewhere(catalog: SchemaCatalog, url: str) -> tuple[SchemaRegistryC
     return shared, producer.encode("failure-event", sample_failure())
 
 
-def raw(value: bytes) -> intake.RawRecord:
-    return intake.RawRecord("t", 0, 5, None, b"k", value, [])
+def raw(value: bytes) -> RawRecord:
+    return RawRecord("t", 0, 5, None, b"k", value, [])
 
 
 TRANSIENT = [
@@ -83,14 +84,14 @@ def test_a_transient_registry_failure_is_not_an_unknown_id(catalog, error) -> No
         worker.decode(data, "failure-event")
     # intake does not turn it into poison: the exception reaches the worker, which retries
     with pytest.raises(SchemaRegistryUnavailable):
-        intake.receive(raw(data), worker)
+        intake.receive(raw(data), worker, now_ms=0)
     assert worker.decode(data, "failure-event")["work_item_id"] == "w-1"  # answered now
 
 
 def test_only_a_404_means_unknown(catalog) -> None:
     client = SchemaRegistryClient.new_client({"url": "mock://unknown-id"})
     codec = AvroCodec(RegistrySchemaIds(catalog, client))
-    received = intake.receive(raw(b"\x00\x00\x00\x03\xe7abc"), codec)
+    received = intake.receive(raw(b"\x00\x00\x00\x03\xe7abc"), codec, now_ms=0)
     assert isinstance(received, intake.Quarantined)
     assert "unknown schema id 999" in received.reason
     gone = FlakyClient(client, SchemaRegistryError(404, 40403, "Schema not found"), 5)
@@ -120,7 +121,7 @@ def test_the_worker_waits_for_the_registry_with_capped_backoff(catalog, caplog) 
     assert len(caplog.records) == 4
     assert "http://registry:8081: looking up schema id" in caplog.records[0].getMessage()
     assert "the record waits" in caplog.records[0].getMessage()
-    assert isinstance(intake.receive(raw(data), codec), intake.Accepted)
+    assert isinstance(intake.receive(raw(data), codec, now_ms=0), intake.Accepted)
     assert flaky.lookups == 5  # decoding used the fetched schema
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import NamedTuple
 
-from app.consumer_state import consumer_state
+from app.worker.consumer_state import consumer_state
 
 
 class TP(NamedTuple):

@@ -2,9 +2,8 @@ import random
 
 import pytest
 
-from app.backoff import delay_ms, tier_for
-from app.classification import Classification
-from app.decisions import (
+from app.pipeline.classify import Classification
+from app.pipeline.decide import (
     AlternativeRoute,
     DeadLetter,
     Duplicate,
@@ -17,7 +16,8 @@ from app.decisions import (
     decide,
     record_report,
 )
-from app.policy import Exhausted, RetryPolicy, load_policies
+from app.pipeline.retry.backoff import delay_ms, tier_for
+from app.policy.rules import Exhausted, RetryPolicy, load_policies
 
 POLICIES = load_policies()
 TRANSIENT = Classification("ERROR", "transient", "network_timeout", "recoverable")
@@ -139,7 +139,7 @@ def test_incident_survives_json_round_trip() -> None:
 def test_a_replayed_report_gets_the_same_decision_and_state_back() -> None:
     incident = record_report(Incident("i"), report("e1", at=1000), Retry(1, 1000), 1500)
     incident = record_report(incident, report("e2", at=2000), Retry(2, 2000), 2500)
-    from app.decisions import replayed
+    from app.pipeline.decide import replayed
 
     view, decision = replayed(Incident.from_json(incident.to_json(), "i"), "e1")
     assert decision == Retry(1, 1000)

@@ -17,15 +17,15 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import headers as h
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import SUBJECT, new_failure_event
-from app.intake import Accepted, Quarantined, RawRecord, receive
+from app.contracts import headers as h
+from app.contracts.failure_event import SUBJECT, new_failure_event
 from app.oversize import headers as oh
 from app.oversize.assembler import Assembler, AssemblyLimits
 from app.oversize.records import Incoming
 from app.oversize.reference import Reference, ReferenceRejected, StoreLocation, check
+from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))
@@ -33,6 +33,8 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=2000, derandomize=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TRIED: dict[str, int] = {}
+
+NOW_MS = 1_700_000_000_000
 
 
 def tried(name: str) -> None:
@@ -70,7 +72,7 @@ def assert_intake_outcome(result: Accepted | Quarantined) -> None:
 @given(value=st.one_of(st.none(), st.binary(max_size=4000)), headers=headers_strategy)
 def test_intake_never_crashes_on_random_bytes(value: bytes | None, headers) -> None:
     tried("intake random")
-    assert_intake_outcome(receive(record(value, headers), CODEC))
+    assert_intake_outcome(receive(record(value, headers), CODEC, now_ms=NOW_MS))
 
 
 @st.composite
@@ -103,7 +105,7 @@ def mutated(draw) -> bytes:
 @given(value=mutated(), headers=headers_strategy)
 def test_intake_never_crashes_on_mutated_avro(value: bytes, headers) -> None:
     tried("intake mutated")
-    result = receive(record(value, headers), CODEC)
+    result = receive(record(value, headers), CODEC, now_ms=NOW_MS)
     assert_intake_outcome(result)
     if len(value) >= 5 and value[0] != 0:
         assert isinstance(result, Quarantined) and "magic byte" in result.reason
@@ -115,7 +117,7 @@ def test_intake_named_reasons_for_the_classic_bad_inputs() -> None:
              b"\x01" + VALID[1:]: "magic byte 1", unknown_id: "unknown schema id 999999",
              VALID[:-7]: "malformed Avro body", VALID + b"\x00": "trailing bytes"}
     for value, reason in cases.items():
-        result = receive(record(value, [("x" * 10_000, b"y" * 100_000)] * 50), CODEC)
+        result = receive(record(value, [("x" * 10_000, b"y" * 100_000)] * 50), CODEC, now_ms=NOW_MS)
         assert isinstance(result, Quarantined), value
         assert reason in result.reason, (value, result.reason)
 

@@ -39,14 +39,14 @@ from faust.tables.base import Collection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import headers as h
-from app import lifecycle
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import SUBJECT
-from app.intake import RawRecord
-from app.policy import SEVERITIES, load_policies
-from app.routing import OutRecord
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.failure_event import SUBJECT
+from app.contracts.records import OutRecord
+from app.pipeline.intake import RawRecord
+from app.policy.rules import SEVERITIES, load_policies
 from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -139,23 +139,25 @@ HEADERS = st.lists(st.tuples(st.sampled_from(["x", "x", "trace", h.REASON, h.INC
 
 class Harness:
     def __init__(self, tmp: Path):
-        from app.worker import create_app
+        from app.worker.app import build
 
         settings = Settings(kafka_bootstrap_servers="127.0.0.1:1", data_dir=tmp,
                             lag_interval_s=0, topic_prefix="fz.")
-        self.app = create_app(settings)
-        self.pipeline = self.app.recovery_pipeline  # type: ignore[attr-defined]
+        recovery = build(settings)
+        self.app, self.pipeline = recovery.app, recovery.pipeline
         self.sent: list[OutRecord] = []
+        sent = self.sent
 
-        async def send(record: OutRecord) -> None:
-            self.sent.append(record)
+        class Kept:
+            async def send(self, record: OutRecord) -> None:
+                sent.append(record)
 
-        self.pipeline.send = send
+        self.pipeline.services.outbox.transport = Kept()
 
     def fresh(self) -> dict[str, Any]:
         """New state for one example: no incidents, empty strategy tables, no outputs."""
         self.sent.clear()
-        for strategy in self.pipeline.strategies:
+        for strategy in self.pipeline.strategies.installed:
             for name, value in list(vars(strategy).items()):
                 if isinstance(value, Collection | dict) and not name.startswith("__"):
                     setattr(strategy, name, {})
@@ -166,7 +168,7 @@ class Harness:
         record = RawRecord("fz.recovery.failures", 1, 42, 1_700_000_000_000, b"key", value,
                            headers)
         with hard_deadline(HARD_DEADLINE_S):
-            asyncio.run(self.pipeline.on_failure(record, incidents))
+            asyncio.run(self.pipeline.incidents.on_failure(record, incidents))
         return list(self.sent)
 
 
@@ -202,7 +204,7 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     event_delivery.create_topic = no_broker
     try:
         made = Harness(tmp_path_factory.mktemp("fuzz-app"))
-        for strategy in made.pipeline.strategies:
+        for strategy in made.pipeline.strategies.installed:
             if hasattr(strategy, "topic_limit"):
                 strategy.topic_limit = lambda topic: None  # unreadable: the configured default
         yield made

@@ -2,13 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from app import headers as h
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import new_failure_event
-from app.intake import Accepted, Quarantined, RawRecord, receive
+from app.contracts import headers as h
+from app.contracts.failure_event import new_failure_event
+from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
 REPO = Path(__file__).resolve().parents[2]
+
+NOW_MS = 1_700_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +24,20 @@ def raw(value: bytes | None) -> RawRecord:
 
 def test_incident_is_the_work_item_when_given(codec: AvroCodec) -> None:
     event = new_failure_event(kind="UNKNOWN", error_type="x", service="s", work_item_id="w")
-    outcome = receive(raw(codec.encode("failure-event", event)), codec)
+    outcome = receive(raw(codec.encode("failure-event", event)), codec, now_ms=NOW_MS)
     assert isinstance(outcome, Accepted)
     assert outcome.incident_id == "w"
 
 
 def test_incident_falls_back_to_the_event_id(codec: AvroCodec) -> None:
     event = new_failure_event(kind="UNKNOWN", error_type="x", service="s")
-    outcome = receive(raw(codec.encode("failure-event", event)), codec)
+    outcome = receive(raw(codec.encode("failure-event", event)), codec, now_ms=NOW_MS)
     assert isinstance(outcome, Accepted)
     assert outcome.incident_id == event["event_id"]
 
 
 def test_undecodable_input_is_quarantined_whole_with_context(codec: AvroCodec) -> None:
-    outcome = receive(raw(b"garbage"), codec)
+    outcome = receive(raw(b"garbage"), codec, now_ms=NOW_MS)
     assert isinstance(outcome, Quarantined)
     assert outcome.key == b"k" and outcome.value == b"garbage"
     assert outcome.headers[0] == ("trace", b"abc")
@@ -45,7 +47,7 @@ def test_undecodable_input_is_quarantined_whole_with_context(codec: AvroCodec) -
 
 
 def test_a_null_value_is_quarantined(codec: AvroCodec) -> None:
-    outcome = receive(raw(None), codec)
+    outcome = receive(raw(None), codec, now_ms=NOW_MS)
     assert isinstance(outcome, Quarantined)
     assert "empty" in outcome.reason
 

@@ -11,15 +11,15 @@ import faust
 import pytest
 from faust.types.auth import AuthProtocol, SASLMechanism
 
-from app import kafka_config
-from app.kafka_check import reason_of, refusal
-from app.kafka_security import (
+from app.kafka import config as kafka_config
+from app.kafka.check import reason_of, refusal
+from app.kafka.redaction import install, redact, secret_values
+from app.kafka.security import (
     SecurityConfigError,
     faust_credentials,
     security_of,
     ssl_context,
 )
-from app.redaction import install, redact, secret_values
 from app.settings import Settings
 from tests.tls_certs import write_tls_dir
 

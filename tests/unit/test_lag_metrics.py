@@ -7,9 +7,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import lifecycle, metrics
+from app.contracts import lifecycle
 from app.lag.collect import GroupOffsets, Snapshot
 from app.lag.tracker import LagTracker
+from app.worker import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 

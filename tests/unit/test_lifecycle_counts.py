@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import lifecycle_counts as lc
+from app.worker import lifecycle_counts as lc
 
 
 class Changelog:

@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import asyncio
 
-from app import offset_gaps
-from app.intake import RawRecord
-from app.offset_gaps import OffsetTracker, SkippedRecords, kept_expectations
+from app.pipeline.intake import RawRecord
+from app.worker import offset_gaps
+from app.worker.offset_gaps import ExpectedOffsets, SkippedRecords, kept_expectations
 
 
 def test_consecutive_offsets_are_no_gap():
-    tracker = OffsetTracker()
+    tracker = ExpectedOffsets()
     assert [tracker.skipped_before("in", 0, o, None) for o in (5, 6, 7)] == [None] * 3
 
 
 def test_a_jump_names_the_offsets_between():
-    tracker = OffsetTracker()
+    tracker = ExpectedOffsets()
     tracker.skipped_before("in", 0, 193, None)
     assert tracker.skipped_before("in", 0, 215, None) == (194, 215)
     assert tracker.skipped_before("in", 0, 216, None) is None
 
 
 def test_partitions_are_tracked_apart():
-    tracker = OffsetTracker()
+    tracker = ExpectedOffsets()
     tracker.skipped_before("in", 0, 10, None)
     tracker.skipped_before("in", 1, 50, None)
     assert tracker.skipped_before("in", 0, 11, None) is None
@@ -31,14 +31,14 @@ def test_partitions_are_tracked_apart():
 
 
 def test_the_first_record_is_compared_with_the_committed_offset():
-    tracker = OffsetTracker()
+    tracker = ExpectedOffsets()
     assert tracker.skipped_before("in", 0, 72, 67) == (67, 72)
-    assert OffsetTracker().skipped_before("in", 0, 67, 67) is None
-    assert OffsetTracker().skipped_before("in", 0, 72, None) is None  # nothing known
+    assert ExpectedOffsets().skipped_before("in", 0, 67, 67) is None
+    assert ExpectedOffsets().skipped_before("in", 0, 72, None) is None  # nothing known
 
 
 def test_a_repeat_after_a_seek_back_is_no_gap_and_keeps_the_expectation():
-    tracker = OffsetTracker()
+    tracker = ExpectedOffsets()
     for offset in range(100, 110):
         tracker.skipped_before("in", 0, offset, None)
     assert tracker.skipped_before("in", 0, 95, None) is None  # Faust sought back

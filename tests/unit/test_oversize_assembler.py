@@ -1,7 +1,7 @@
 import os
 import random
 
-from app import headers as h
+from app.contracts import headers as h
 from app.oversize import headers as oh
 from app.oversize import policy as p
 from app.oversize.assembler import Assembler, AssemblyLimits

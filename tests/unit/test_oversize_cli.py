@@ -1,6 +1,6 @@
 from click.testing import CliRunner
 
-from app.cli import cli
+from app.cli.main import cli
 from app.settings import get_settings
 
 

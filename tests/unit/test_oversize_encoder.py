@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from app import headers as h
+from app.contracts import headers as h
 from app.oversize import headers as oh
 from app.oversize import policy as p
 from app.oversize.encoder import MessageTooLarge, encode, fragment_set_id

@@ -5,7 +5,7 @@ import orjson
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.produce import encode_lines
+from app.cli.produce import encode_lines
 
 REPO = Path(__file__).resolve().parents[2]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))

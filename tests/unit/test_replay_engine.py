@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from app import headers as h
+from app.contracts import headers as h
 from app.replay.engine import Replay
 from app.replay.progress import DONE, FAILED, INTERRUPTED, Progress, start
 from app.replay.targets import ORIGINAL, TOPIC, Target

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from app import headers as h
+from app.contracts import headers as h
 from app.replay import rate
 from app.replay.summary import row_of, table
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app import headers as h
+from app.contracts import headers as h
 from app.replay.targets import (
     ORIGINAL,
     REDELIVERY,

@@ -10,10 +10,7 @@ import orjson
 import pytest
 
 from app.client import cache as cc
-from app.policy import PolicyError
-from app.scenarios import cache_conflicts as sc
-from app.scenarios import watches as w
-from app.scenarios.conflict_resolution import (
+from app.pipeline.conflicts import (
     MANUAL,
     UnknownStrategy,
     Version,
@@ -22,7 +19,10 @@ from app.scenarios.conflict_resolution import (
     merge_values,
     resolve,
 )
-from app.scenarios.state_policy import parse_state_policies
+from app.policy.rules import PolicyError
+from app.policy.state import parse_state_policies
+from app.scenarios import cache_conflicts as sc
+from app.scenarios.shared import watches as w
 
 DB = Version("database", {"name": "Ada", "city": "London"}, 3, 1_000)
 CACHE = Version("cache", {"name": "Ada L.", "email": "ada@x"}, 2, 2_000)

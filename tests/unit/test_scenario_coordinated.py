@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
+from app.policy.state import CoordinationPolicy
 from app.scenarios import coordinated as co
-from app.scenarios.state_policy import CoordinationPolicy
 
 POLICY = CoordinationPolicy()
 WINDOW = 60_000

@@ -7,12 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from app import decisions as d
-from app import health
-from app.classification import classify
 from app.client import control as ctl
-from app.failure_events import new_failure_event
-from app.policy import load_policies
+from app.contracts.failure_event import new_failure_event
+from app.pipeline import decide as d
+from app.pipeline import health
+from app.pipeline.classify import classify
+from app.policy.rules import load_policies
 from app.scenarios import consumer_crash as cc
 
 POLICIES = load_policies()
@@ -243,7 +243,7 @@ class FakeMessage:
 
 
 def test_a_redelivered_copy_is_known_by_its_original_position() -> None:
-    from app import headers as h
+    from app.contracts import headers as h
 
     copy = FakeMessage([(h.ORIGINAL_TOPIC, b"docs"), (h.ORIGINAL_PARTITION, b"2"),
                         (h.ORIGINAL_OFFSET, b"41")])

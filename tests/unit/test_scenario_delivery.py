@@ -9,21 +9,21 @@ from typing import Any
 
 import pytest
 
-from app import decisions as d
-from app import headers as h
-from app import health
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.classification import Classification, classify
-from app.failure_events import new_failure_event
-from app.intake import RawRecord
-from app.policy import Exhausted, load_policies
-from app.retry_tiers import Dispatch, Hold, plan
+from app.contracts import headers as h
+from app.contracts.failure_event import FailureEvent, new_failure_event
+from app.kafka.topics import TopicSpec, load_topic_specs
+from app.pipeline import decide as d
+from app.pipeline import health
+from app.pipeline.classify import Classification, classify
+from app.pipeline.intake import RawRecord
+from app.pipeline.retry.tiers import Dispatch, Hold, plan
+from app.pipeline.strategy import StrategyContext
+from app.policy.routing import DeliveryPolicy
+from app.policy.rules import Exhausted, load_policies
 from app.scenarios import event_delivery as ev
-from app.scenarios.routing_policy import DeliveryPolicy
 from app.settings import REPO_ROOT, Settings
-from app.strategies import StrategyContext
-from app.topics import TopicSpec, load_topic_specs
 
 POLICIES = load_policies()
 RECORD = {"topic": "orders", "partition": 1, "offset": 7, "key": b"o-1", "value": b"{}",
@@ -243,7 +243,7 @@ def make_strategy(tmp_path: Path, policy: DeliveryPolicy, **settings: Any
 
 def ctx_for(strategy, event, decision, incident) -> StrategyContext:
     record = RawRecord("p.recovery.failures", 0, 3, None, b"evt-1", b"", [])
-    return StrategyContext(strategy.pipeline, event, record, incident,
+    return StrategyContext(strategy.pipeline, FailureEvent(event), record, incident,
                            cls(event["error"]["type"]), decision, {})
 
 

@@ -4,22 +4,23 @@ and the order between them, without a broker."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
-from app import decisions as d
-from app import headers as h
-from app.classification import classify
-from app.failure_events import new_failure_event
-from app.intake import RawRecord
-from app.policy import Exhausted, load_policies
+from app.contracts import headers as h
+from app.contracts.failure_event import FailureEvent, new_failure_event
+from app.pipeline import decide as d
+from app.pipeline.classify import classify
+from app.pipeline.intake import RawRecord
+from app.pipeline.strategy import StrategyContext
+from app.policy.routing import DiscoveryPolicy, McpPolicy
+from app.policy.rules import Exhausted, load_policies
 from app.scenarios import tool_discovery as t
-from app.scenarios import tool_registry as reg
-from app.scenarios import watches as w
-from app.scenarios.routing_policy import DiscoveryPolicy, McpPolicy
-from app.strategies import StrategyContext
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared import watches as w
 
 POLICY = DiscoveryPolicy()
 SERVERS = McpPolicy()
@@ -187,7 +188,7 @@ def test_requests_survive_packing() -> None:
 # ---- the strategy's wiring over recording fakes ---------------------------------------------
 
 class Recorder:
-    commands_name = "p.recovery.incident-commands"
+    topics = SimpleNamespace(commands="p.recovery.incident-commands")
 
     def __init__(self) -> None:
         self.sent: list[Any] = []
@@ -253,8 +254,8 @@ def run_report(strategy: t.ToolDiscoveryStrategy, event: dict[str, Any],
     c = classify(policies.rules, kind=t.KIND, error_type="not_found")
     incident = d.Incident("call-1", state="escalated", reports=1, first_failure_ms=1)
     record = RawRecord("recovery.failures", 0, 0, None, b"call-1", b"", [])
-    ctx = StrategyContext(strategy.pipeline, event, record, incident, c, d.Escalate("x"),
-                          incidents)
+    ctx = StrategyContext(strategy.pipeline, FailureEvent(event), record, incident, c,
+                          d.Escalate("x"), incidents)
     return asyncio.run(strategy.after_decision(ctx))
 
 
@@ -266,7 +267,7 @@ def test_wiring_registry_hit_routes_announces_and_acknowledges() -> None:
     assert routed.topic == "s2.requests" and routed.key == b"c1"
     assert h.header_value(routed.headers, t.RESOLVED_TOOL_HEADER) == "get_weather"
     assert h.header_value(routed.headers, h.INCIDENT_ID) == "call-1"
-    assert ack.topic == Recorder.commands_name and ack.key == b"call-1"
+    assert ack.topic == Recorder.topics.commands and ack.key == b"call-1"
     assert h.header_value(ack.headers, h.COMMAND) == "ack"
     [(event_type, fields)] = strategy.pipeline.events
     assert event_type == t.TOOL_DISCOVERED and fields["payload"]["strategy"] == "registry_refresh"

@@ -10,17 +10,17 @@ from typing import Any
 import orjson
 import pytest
 
-from app import decisions as d
-from app import headers as h
-from app.classification import Classification, classify
-from app.failure_events import new_failure_event
-from app.intake import RawRecord
-from app.policy import Exhausted, load_policies
-from app.routing import dispatch_target_of
+from app.contracts import headers as h
+from app.contracts.failure_event import FailureEvent, new_failure_event
+from app.pipeline import decide as d
+from app.pipeline.classify import Classification, classify
+from app.pipeline.intake import RawRecord
+from app.pipeline.outcomes import dispatch_target_of
+from app.pipeline.strategy import StrategyContext
+from app.policy.routing import Fallback, McpPolicy
+from app.policy.rules import Exhausted, load_policies
 from app.scenarios import mcp_connection as m
-from app.scenarios import tool_registry as reg
-from app.scenarios.routing_policy import Fallback, McpPolicy
-from app.strategies import StrategyContext
+from app.scenarios.shared import tool_registry as reg
 
 POLICIES = load_policies()
 POLICY = McpPolicy()
@@ -274,7 +274,8 @@ def process(strategy, incidents: dict, event: dict[str, Any]) -> tuple[d.Decisio
     """What Pipeline.on_failure does with a report, up to the strategy's after_decision."""
     c = cls(event["error"]["type"])
     before = d.Incident.from_json(incidents.get("req-1"), "req-1")
-    report = d.Report(event["event_id"], 1000, c, True, None, dispatch_target_of(event))
+    report = d.Report(event["event_id"], 1000, c, True, None,
+                      dispatch_target_of(FailureEvent(event)))
     decision = d.decide(before, report, POLICIES.retry_for(c.type))
     if isinstance(decision, d.Duplicate):
         before, decision = d.replayed(before, event["event_id"])
@@ -283,7 +284,8 @@ def process(strategy, incidents: dict, event: dict[str, Any]) -> tuple[d.Decisio
         incident = d.record_report(before, report, decision, 5000)
         incidents["req-1"] = incident.to_json()
     record = RawRecord("recovery.failures", 0, 0, None, b"req-1", b"", [])
-    ctx = StrategyContext(strategy.pipeline, event, record, incident, c, decision, incidents)
+    ctx = StrategyContext(strategy.pipeline, FailureEvent(event), record, incident, c, decision,
+                          incidents)
     return decision, asyncio.run(strategy.after_decision(ctx))
 
 

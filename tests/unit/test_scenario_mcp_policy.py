@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.policy import PolicyError
-from app.scenarios.routing_policy import Fallback, load_scenario_policies
+from app.policy.routing import Fallback, load_scenario_policies
+from app.policy.rules import PolicyError
 
 
 def test_defaults_follow_the_source() -> None:

@@ -8,9 +8,9 @@ import pytest
 
 from app.client import control as ctl
 from app.client.partition_state import PartitionMode
+from app.pipeline.conflicts import Resolution, Version
+from app.policy.state import PartitionPolicy
 from app.scenarios import network_partition as np
-from app.scenarios.conflict_resolution import Resolution, Version
-from app.scenarios.state_policy import PartitionPolicy
 
 POLICY = PartitionPolicy()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from app import task_dump
+from app.worker import task_dump
 
 
 async def inner(event: asyncio.Event) -> None:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from app.topics import TopicSpec, fit_to_cluster, load_topic_specs
+from app.kafka.topics import TopicSpec, fit_to_cluster, load_topic_specs
 
 REPO = Path(__file__).resolve().parents[2]
 
