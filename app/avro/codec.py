@@ -224,6 +224,8 @@ class AvroCodec:
             try:
                 await asyncio.to_thread(ids.by_id, schema_id)
                 return
+            except DecodeError:
+                return  # not an Avro schema: decode says so, and intake quarantines the record
             except SchemaRegistryUnavailable as exc:
                 attempt += 1
                 log.warning("%s; the record waits, retry %d in %.1fs", exc, attempt, delay)

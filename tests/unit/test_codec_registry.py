@@ -180,3 +180,14 @@ def test_the_codec_registers_under_the_chosen_subject(catalog, strategy, subject
     client = codec.ids.client
     assert client.get_subjects() == [subject]
     assert json.loads(client.get_schema(schema_id).schema_str)["name"] == "LifecycleEvent"
+
+
+def test_an_id_of_a_schema_that_is_not_avro_is_poison(catalog) -> None:
+    client = SchemaRegistryClient.new_client({"url": "mock://protobuf"})
+    schema_id = client.register_schema(
+        "other", Schema('syntax = "proto3"; message M { string a = 1; }', "PROTOBUF"))
+    codec = AvroCodec(RegistrySchemaIds(catalog, client))
+    data = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"
+    asyncio.run(codec.wait_for_writer(data, logging.getLogger("t")))  # returns, no crash
+    received = intake.receive(raw(data), codec, now_ms=0)
+    assert isinstance(received, intake.Quarantined) and "not Avro" in received.reason
