@@ -53,8 +53,9 @@ class SubjectStrategy(StrEnum):
 
 
 def registry_subject(subject: Subject, strategy: SubjectStrategy | str,
-                     topic_prefix: str = "") -> str:
-    """The registry subject a schemas/ subject's versions are registered under."""
+                     topic_prefix: str = "", schema: Any = None) -> str:
+    """The registry subject a schemas/ subject's version (`schema`; default the latest) is
+    registered under."""
     strategy = SubjectStrategy(strategy)
     if strategy is SubjectStrategy.TOPIC:
         if not subject.topics:
@@ -62,7 +63,7 @@ def registry_subject(subject: Subject, strategy: SubjectStrategy | str,
                              "the topic naming strategy needs")
         return f"{topic_prefix}{subject.topics[0]}-value"
     if strategy is SubjectStrategy.RECORD:
-        schema = subject.latest.schema
+        schema = subject.latest.schema if schema is None else schema
         name = schema["name"]
         namespace = schema.get("namespace")
         return name if "." in name or not namespace else f"{namespace}.{name}"

@@ -86,7 +86,7 @@ def push(catalog: SchemaCatalog, registry_url: str, strategy: SubjectStrategy | 
     configured: set[str] = set()
     for version in versions:
         subject = catalog.subject(version.subject)
-        name = registry_subject(subject, strategy, topic_prefix)
+        name = registry_subject(subject, strategy, topic_prefix, version.schema)
         if name not in configured:
             try:
                 api.call("PUT", f"config/{_subject_path(name)}",
@@ -117,7 +117,7 @@ def check(schema: Any, subject_name: str, catalog: SchemaCatalog, registry_url: 
     """Ask the registry whether `schema` may join the subject, against every version its
     compatibility mode names (POST /compatibility/subjects/{subject}/versions)."""
     api = RegistryApi(registry_url)
-    name = registry_subject(catalog.subject(subject_name), strategy, topic_prefix)
+    name = registry_subject(catalog.subject(subject_name), strategy, topic_prefix, schema)
     try:
         answer = api.call("POST", f"compatibility/subjects/{_subject_path(name)}/versions"
                                   "?verbose=true",

@@ -164,6 +164,9 @@ def test_subject_naming_strategies(catalog) -> None:
     assert registry_subject(failure, "catalog") == "failure-event"
     assert registry_subject(failure, SubjectStrategy.TOPIC, "p.") == "p.recovery.failures-value"
     assert registry_subject(failure, "record") == "io.recovery.v1.FailureEvent"
+    renamed = {**failure.latest.schema, "name": "Failure", "namespace": "io.recovery.v2"}
+    assert registry_subject(failure, "record", schema=renamed) == "io.recovery.v2.Failure"
+    assert registry_subject(failure, "catalog", schema=renamed) == "failure-event"
     with pytest.raises(ValueError):
         registry_subject(failure, "sideways")
 
