@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # A due retry for an unhealthy consumer waits this long before it is looked at again
     # (the source's 30 s dead-letter retry).
     hold_retry_ms: int = 30_000
+    # The incident watchdog (app/pipeline/watchdog.py): a redelivered retry not acknowledged
+    # (nor failed again) within ack_timeout_ms is sent once more, then dead-lettered; the
+    # worker looks for incidents past their deadline every watchdog_interval_ms (0 = off).
+    ack_timeout_ms: int = 60_000
+    watchdog_interval_ms: int = 5_000
     # Consumer-lag monitoring (app/lag): the worker takes a snapshot every lag_interval_s
     # (0 = off) of the groups matching lag_groups (comma-separated globs, empty = all);
     # statuses are judged over the last lag_window snapshots.

@@ -20,6 +20,10 @@ DEAD_LETTERED = "recovery/dead_lettered"
 POISONED = "recovery/poisoned"
 ESCALATED = "recovery/escalated"
 RETRY_HELD = "recovery/retry_held"
+# A command (ack, replay) for an incident the worker does not know; it is dead-lettered.
+COMMAND_UNMATCHED = "recovery/command_unmatched"
+# The watchdog sent an overdue retry once more.
+WATCHDOG_REDISPATCHED = "recovery/watchdog_redispatched"
 
 # Consumer health watch (Scenario 3/4).
 CONSUMER_UNHEALTHY = "communication/consumer_unhealthy"

@@ -31,6 +31,10 @@ class Incident:
     consumer_group: str | None = None
     dispatch_target: str | None = None
     kind: str | None = None  # the failure kind reported (strategies are chosen by it)
+    # Where the latest report was read (topic, partition, offset): the watchdog reads the
+    # failed record from there again. And how often the watchdog re-dispatched this cycle.
+    report_position: tuple[str, int, int] | None = None
+    watchdog_redispatches: int = 0
     seen: tuple[str, ...] = ()
     history: tuple[tuple[int, str], ...] = ()
     # (event id, decision, attempts, first failure, last failure) of the latest reports
@@ -55,7 +59,14 @@ class Incident:
         values["seen"] = tuple(values.get("seen", ()))
         values["history"] = tuple(tuple(h) for h in values.get("history", ()))
         values["recent"] = tuple(tuple(r) for r in values.get("recent", ()))
+        if values.get("report_position") is not None:
+            values["report_position"] = tuple(values["report_position"])
         return cls(**values)
+
+    @property
+    def updated_ms(self) -> int:
+        """When the incident last changed (its latest history step)."""
+        return self.history[-1][0] if self.history else self.last_failure_ms
 
     def step(self, now_ms: int, what: str, **changes: Any) -> Incident:
         history = (*self.history, (now_ms, what))[-HISTORY_LIMIT:]
@@ -132,6 +143,7 @@ class Report:
     consumer_group: str | None = None
     dispatch_target: str | None = None
     kind: str | None = None
+    position: tuple[str, int, int] | None = None  # where the report was read
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,6 +200,8 @@ def record_report(incident: Incident, report: Report, decision: Decision, now_ms
         consumer_group=report.consumer_group or incident.consumer_group,
         dispatch_target=report.dispatch_target or incident.dispatch_target,
         kind=report.kind or incident.kind,
+        report_position=report.position or incident.report_position,
+        watchdog_redispatches=0,
         seen=(*incident.seen, report.event_id)[-SEEN_LIMIT:],
     )
     match decision:

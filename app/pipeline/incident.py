@@ -56,7 +56,8 @@ class IncidentStage:
         report = d.Report(event.event_id, event.occurred_at_ms, classification,
                           can_redeliver=bool(event.failed_record and target),
                           consumer_group=event.consumer_group, dispatch_target=target,
-                          kind=event.kind)
+                          kind=event.kind,
+                          position=(record.topic, record.partition, record.offset))
         before = d.Incident.from_json(incidents.get(incident_id), incident_id)
         owner = self.strategies.owner_of(event)
         if owner is not None:

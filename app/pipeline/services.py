@@ -17,10 +17,15 @@ from app.pipeline.topology import TopicNames
 from app.policy.routing import ScenarioPolicies
 from app.policy.rules import Policies
 from app.policy.state import StatePolicies
+from app.policy.watchdog import WatchdogPolicy
 from app.settings import Settings
 
 TopicExists = Callable[[str], Awaitable[bool]]
 DeadLetterScan = Callable[[str], Awaitable[list[RawRecord]]]
+# One record read again by its position (topic, partition, offset); None if it is gone.
+RecordReader = Callable[[str, int, int], Awaitable[RawRecord | None]]
+# Whether a consumer group is healthy now (its heartbeats; unknown groups are).
+ConsumerHealthy = Callable[[str | None], bool]
 
 
 def watch_settings(settings: Settings) -> WatchSettings:
@@ -42,6 +47,9 @@ class Services:
     outbox: Outbox
     topic_exists: TopicExists
     scan_dead_letters: DeadLetterScan
+    read_record: RecordReader
+    consumer_healthy: ConsumerHealthy
+    watchdog: WatchdogPolicy
 
     async def send(self, record: OutRecord) -> None:
         await self.outbox.send(record)

@@ -1,7 +1,7 @@
 """The pipeline in stage order, as the worker's agents call it:
 
     failure report ─▶ IncidentStage (intake, classify, incident, decide) ─▶ Outcomes
-    command        ─▶ CommandStage (ack, replay)
+    command        ─▶ CommandStage (ack, replay, watchdog ─▶ WatchdogStage)
     retry tier     ─▶ RetryStage (wait, park, hold, dispatch)
     heartbeat      ─▶ HeartbeatStage (health, watch, dead-letter replay)
 
@@ -17,6 +17,7 @@ from app.pipeline.outcomes import Outcomes
 from app.pipeline.retry.dispatch import RetryStage
 from app.pipeline.services import Services
 from app.pipeline.strategy import Strategies, Table
+from app.pipeline.watchdog_stage import WatchdogStage
 
 
 class Pipeline:
@@ -25,7 +26,8 @@ class Pipeline:
         self.strategies = strategies or Strategies([])
         self.outcomes = Outcomes(services)
         self.incidents = IncidentStage(services, self.strategies, self.outcomes)
-        self.commands = CommandStage(services, self.strategies)
+        self.watchdog = WatchdogStage(services)
+        self.commands = CommandStage(services, self.strategies, self.watchdog)
         self.retries = RetryStage(services)
         self.heartbeats = HeartbeatStage(services, self.strategies)
 

@@ -22,6 +22,9 @@ from app.kafka.presence import TopicPresence
 from app.kafka.redaction import install as install_redaction
 from app.kafka.security import faust_credentials, security_of
 from app.kafka.topics import TopicSpec, load_topic_specs
+from app.pipeline import health
+from app.pipeline.commands import watchdog_command
+from app.pipeline.decide import Incident
 from app.pipeline.heartbeats import check_record
 from app.pipeline.intake import FAILURE_SUBJECT
 from app.pipeline.outbox import Outbox
@@ -29,6 +32,7 @@ from app.pipeline.services import Services, watch_settings
 from app.pipeline.stages import Pipeline
 from app.pipeline.strategy import install_all
 from app.pipeline.topology import TopicNames
+from app.pipeline.watchdog import Wait
 from app.policy.loaded import load_policy_set
 from app.settings import Settings
 from app.worker import lifecycle_counts, metrics, offset_gaps, web
@@ -128,7 +132,8 @@ def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_facto
     )
 
 
-def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec]) -> Services:
+def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
+                 consumer_health: Any) -> Services:
     codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
                                 settings.schema_registry_url,
                                 subject_strategy=settings.schema_subject_strategy,
@@ -137,24 +142,46 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec]) -> 
     wait_until_registered(codec, [FAILURE_SUBJECT, LIFECYCLE_SUBJECT], log)
     topics = TopicNames.of(settings, specs)
     presence = TopicPresence(admin_config(settings))
+    reader_config = consumer_config(settings, settings.app_id)
+    watch = watch_settings(settings)
 
     async def dead_letters_of(group: str) -> list[RawRecord]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, scan_dead_letters, settings, topics.dlq, group)
 
+    def read_one(topic: str, partition: int, offset: int) -> RawRecord | None:
+        found = offset_gaps.read_range(reader_config, topic, partition, offset, offset + 1,
+                                       timeout_s=10.0)
+        return next((r for r in found if r.offset == offset), None)
+
+    async def read_record(topic: str, partition: int, offset: int) -> RawRecord | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, read_one, topic, partition, offset)
+
+    def consumer_healthy(group: str | None) -> bool:
+        if not group:
+            return True
+        state = health.ConsumerHealth.from_json(consumer_health.get(group), group)
+        return health.is_healthy(state, SYSTEM.now_ms(), watch)
+
     policy = load_policy_set(settings.policy_file)
     return Services(settings=settings, codec=codec, policies=policy.recovery,
                     scenario_policies=policy.scenarios, state_policies=policy.state,
-                    topics=topics, watch=watch_settings(settings), clock=SYSTEM,
+                    topics=topics, watch=watch, clock=SYSTEM,
                     outbox=Outbox(FaustTransport(app), codec, topics.events, SYSTEM),
-                    topic_exists=presence.exists, scan_dead_letters=dead_letters_of)
+                    topic_exists=presence.exists, scan_dead_letters=dead_letters_of,
+                    read_record=read_record, consumer_healthy=consumer_healthy,
+                    watchdog=policy.watchdog)
 
 
 def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     spec_list = load_topic_specs(settings.topics_dir)
     specs = {spec.name: spec for spec in spec_list}
     app = faust_app(settings, specs, replication_factor)
-    services = services_for(app, settings, spec_list)
+    # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
+    json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
+    services = services_for(app, settings, spec_list, consumer_health)
 
     async def count_event(event: dict[str, Any]) -> None:
         metrics.observe_lifecycle_event(event)
@@ -168,8 +195,6 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     services.outbox.observe(tell_strategies)
     pipeline = Pipeline(services, strategies)
     topics = services.topics
-    # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
-    json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     incidents = app.Table("incidents", default=None, schema=json_values)
     # Lifecycle-event counts for the metrics, by the input partition that caused them
     # (app/worker/lifecycle_counts.py); only the agents below write them, after each record.
@@ -181,7 +206,6 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     counts = lifecycle_counts.install(
         app, app.Table("lifecycle-counts", default=None, schema=json_values),
         counted_topics & copartitioned)
-    consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     incident_inputs = app.topic(topics.failures, topics.commands, allow_empty=True, **RAW)
     heartbeats = app.topic(topics.heartbeats, allow_empty=True, **RAW)
 
@@ -233,6 +257,14 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         for group in list(consumer_health.keys()):
             await heartbeats.send(key=group.encode(), value=check_record(group))
 
+    commands = app.topic(topics.commands, allow_empty=True, **RAW)
+    if settings.watchdog_interval_ms > 0:
+        @app.timer(settings.watchdog_interval_ms / 1000)
+        async def incident_watchdog() -> None:
+            # Table writes need a stream event: an overdue incident gets a watchdog command,
+            # which the incident agent decides on in the incident's own partition.
+            await watchdog_scan(incidents, pipeline, commands)
+
     # Consumer lag, Prometheus metrics and the overview page (app/lag, metrics, web).
     lag_monitor = LagMonitor(settings)
     metrics.register_lag(lambda: lag_monitor.view)
@@ -246,6 +278,27 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
                 log.warning("lag snapshot failed: %s", exc)
 
     return Recovery(app, pipeline, lag_monitor)
+
+
+async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
+                        yield_every: int = 500) -> None:
+    """One pass over the incidents of the partitions this worker holds: the open ones by
+    state and age for the metrics and the page, and a watchdog command for each overdue."""
+    now = SYSTEM.now_ms()
+    by_state: dict[str, tuple[int, float]] = {}
+    for seen, (incident_id, value) in enumerate(list(incidents.items())):
+        if seen and seen % yield_every == 0:
+            await asyncio.sleep(0)  # a long table must not hold the agents up
+        incident = Incident.from_json(value, incident_id)
+        if incident.terminal:
+            continue
+        count, oldest = by_state.get(incident.state, (0, 0.0))
+        by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
+        if not isinstance(pipeline.watchdog.decide(incident), Wait):
+            key, headers = watchdog_command(incident_id)
+            await commands.send(key=key, value=b"", headers=headers)
+            metrics.WATCHDOG_CHECKS.inc()
+    metrics.set_open_incidents(by_state)
 
 
 def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,

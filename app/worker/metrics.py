@@ -42,6 +42,29 @@ LAG_COLLECTION_SECONDS = Gauge("recovery_lag_collection_duration_seconds",
                                "How long the last lag snapshot took.", registry=REGISTRY)
 LAG_COLLECTION_ERRORS = Counter("recovery_lag_collection_errors",
                                 "Lag snapshots that failed.", registry=REGISTRY)
+OPEN_INCIDENTS = Gauge("recovery_open_incidents",
+                       "Incidents not yet terminal on this worker's partitions, by state.",
+                       ["state"], registry=REGISTRY)
+OPEN_INCIDENT_AGE = Gauge("recovery_open_incident_oldest_seconds",
+                          "Age of the oldest open incident by state (since its last change).",
+                          ["state"], registry=REGISTRY)
+WATCHDOG_CHECKS = Counter("recovery_watchdog_checks",
+                          "Overdue incidents the watchdog sent for a decision.",
+                          registry=REGISTRY)
+
+# The last watchdog scan: state -> (count, oldest age in seconds), for the page.
+OPEN_BY_STATE: dict[str, tuple[int, float]] = {}
+
+
+def set_open_incidents(by_state: dict[str, tuple[int, float]]) -> None:
+    for state in set(OPEN_BY_STATE) - set(by_state):
+        OPEN_INCIDENTS.labels(state).set(0)
+        OPEN_INCIDENT_AGE.labels(state).set(0)
+    for state, (count, oldest_s) in by_state.items():
+        OPEN_INCIDENTS.labels(state).set(count)
+        OPEN_INCIDENT_AGE.labels(state).set(oldest_s)
+    OPEN_BY_STATE.clear()
+    OPEN_BY_STATE.update(by_state)
 
 # The counters by event type: name (``_total`` is added on export) and help text. Each is
 # also counted in recovery_lifecycle_events_total{event_type=...}.

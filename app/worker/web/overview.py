@@ -44,5 +44,8 @@ def overview(view: LagView | None, history: Mapping[str, Iterable[tuple[int, int
         "history": {group: [[at, lag] for at, lag in points]
                     for group, points in history.items()},
         "recent_events": list(reversed(list(recent))),
+        # From this worker's last watchdog scan of the partitions it holds.
+        "open_incidents": {state: {"count": count, "oldest_s": round(oldest, 1)}
+                           for state, (count, oldest) in sorted(metrics.OPEN_BY_STATE.items())},
         "errors": list(view.errors) if view else [],
     }

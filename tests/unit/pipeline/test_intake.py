@@ -8,7 +8,7 @@ from app.contracts import headers as h
 from app.contracts.failure_event import new_failure_event
 from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 NOW_MS = 1_700_000_000_000
 

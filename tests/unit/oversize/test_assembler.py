@@ -7,7 +7,7 @@ from app.oversize import policy as p
 from app.oversize.assembler import Assembler, AssemblyLimits
 from app.oversize.encoder import encode
 from app.oversize.records import Incoming
-from tests.unit.oversize_helpers import as_incoming, at
+from tests.unit.oversize.helpers import as_incoming, at
 
 LIMIT = 50_000
 

@@ -12,7 +12,7 @@ from app.lag.collect import GroupOffsets, Snapshot
 from app.lag.tracker import LagTracker
 from app.worker import metrics
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def lagging_view():

@@ -27,7 +27,7 @@ from app.oversize.records import Incoming
 from app.oversize.reference import Reference, ReferenceRejected, StoreLocation, check
 from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=2000, derandomize=False,

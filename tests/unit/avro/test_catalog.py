@@ -7,7 +7,7 @@ import pytest
 from app.avro.catalog import LOCK_FILE, CatalogError, SchemaCatalog, compute_lock, write_lock
 from app.avro.compat import check_compatibility
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_lock_file_in_repo_matches_schema_folder() -> None:

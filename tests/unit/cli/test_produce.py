@@ -7,7 +7,7 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.cli.produce import encode_lines
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))
 
 GOOD = orjson.dumps({

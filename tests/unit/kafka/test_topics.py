@@ -2,7 +2,7 @@ from pathlib import Path
 
 from app.kafka.topics import TopicSpec, fit_to_cluster, load_topic_specs
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_definitions_load_with_defaults_and_overrides() -> None:

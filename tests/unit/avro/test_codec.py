@@ -12,7 +12,7 @@ from app.avro.codec import AvroCodec, DecodeError, LockedSchemaIds, RegistrySche
 from app.contracts.failure_event import new_failure_event
 from app.contracts.lifecycle import RECOVERY_COMPLETED, lifecycle_event
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

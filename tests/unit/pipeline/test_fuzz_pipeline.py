@@ -49,7 +49,7 @@ from app.pipeline.intake import RawRecord
 from app.policy.rules import SEVERITIES, load_policies
 from app.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=3000, database=None,

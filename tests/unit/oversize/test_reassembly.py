@@ -6,7 +6,7 @@ from app.oversize.encoder import encode
 from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming
 from app.oversize.store import open_store
-from tests.unit.oversize_helpers import as_incoming
+from tests.unit.oversize.helpers import as_incoming
 
 LIMIT = 50_000
 
