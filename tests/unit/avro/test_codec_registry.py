@@ -25,9 +25,9 @@ from app.avro.codec import (
 )
 from app.contracts.records import RawRecord
 from app.pipeline import intake
-from tests.unit.test_codec import sample_failure
+from tests.unit.avro.test_codec import sample_failure
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
