@@ -34,7 +34,7 @@ INVALID_BY_SPEC = "refused by the specification, parsed by Java"
 DECIMALS = "decimal precision or scale differ (the spec: no match; Java ignores them)"
 JAVA_CHECKER_WRONG = "Java's checker says compatible, Java's decoder fails"
 FIELD_TWICE = "a reader field matches two writer fields (Java's checker throws)"
-JAVA_DECODER_BUG = "Java's decoder refuses zero-byte collection elements (AVRO-4241)"
+JAVA_DECODER_BUG = "Java's decoder refuses collections of zero-byte elements"
 ALIAS_NOT_APPLIED = ("Java's checker throws on field aliases its decoder does not apply "
                      "(records of different full names); the decoder reads")
 EXPLAINED = {INVALID_BY_SPEC, DECIMALS, JAVA_CHECKER_WRONG, FIELD_TWICE, JAVA_DECODER_BUG,
