@@ -201,7 +201,7 @@ def test_worker_with_a_registry_that_hangs_holds_the_record(
             poisoned.extend(read_topic(kafka_bootstrap, f"{topic_prefix}recovery.poison", 1, 1))
             return bool(poisoned)
 
-        assert wait_until(waiting_or_poisoned, 60), worker.log_tail()
+        assert wait_until(waiting_or_poisoned, 120), worker.log_tail()
         assert poisoned == [], "a good record was poisoned while the registry hung"
         time.sleep(2)
         assert read_topic(kafka_bootstrap, f"{topic_prefix}recovery.poison", 1, 2) == []
