@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("SCHEMA_REGISTRY_URL", "RECOVERY_SCHEMA_REGISTRY_URL"),
     )
+    # How registry subjects are named (app/avro/codec.py SubjectStrategy, docs/schemas.md):
+    # "catalog" (the schemas/ subject, e.g. failure-event), "topic" (<topic>-value, Confluent's
+    # default) or "record" (the record's full name). Only used with SCHEMA_REGISTRY_URL.
+    schema_subject_strategy: Literal["catalog", "topic", "record"] = "catalog"
     # Prepended to every topic name from topics/: lets several deployments (or test runs)
     # share one cluster without seeing each other's records.
     topic_prefix: str = ""

@@ -13,6 +13,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import to_parsing_canonical_form
 
+from app.avro.schema import SchemaError, validate
+
 LOCK_FILE = "schemas.lock.json"
 _VERSION_FILE = re.compile(r"^v(\d+)\.avsc$")
 
@@ -40,6 +42,9 @@ class Subject:
     name: str
     compatibility: str
     versions: list[SchemaVersion]
+    # Logical topics (topics/) whose record values use this subject: the first names the
+    # registry subject under the "topic" naming strategy (app/avro/codec.py).
+    topics: list[str] = field(default_factory=list)
 
     @property
     def latest(self) -> SchemaVersion:
@@ -47,17 +52,30 @@ class Subject:
 
 
 def read_schema_file(path: Path) -> Any:
+    """The schema in an .avsc file, checked against the specification (app.avro.schema) and
+    by fastavro, which encodes with it; CatalogError, one line naming the place, if invalid."""
     try:
         schema = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc
+    try:
+        validate(schema)
+    except SchemaError as exc:
+        raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from None
+    try:
         parse_schema(schema, _write_hint=False)
     except Exception as exc:  # fastavro's parse errors share no base class with ValueError
         raise CatalogError(f"{path}: not a valid Avro schema: {exc}") from exc
     return schema
 
 
-def _scan(schemas_dir: Path) -> tuple[dict[str, str], dict[str, list[tuple[int, Any]]]]:
+def _config(schemas_dir: Path) -> dict[str, Any]:
     config_path = schemas_dir / "subjects.toml"
-    config = tomllib.loads(config_path.read_text()) if config_path.exists() else {}
+    return tomllib.loads(config_path.read_text()) if config_path.exists() else {}
+
+
+def _scan(schemas_dir: Path) -> tuple[dict[str, str], dict[str, list[tuple[int, Any]]]]:
+    config = _config(schemas_dir)
     modes = {name: str(entry.get("compatibility", "BACKWARD")) for name, entry in config.items()}
     found: dict[str, list[tuple[int, Any]]] = {}
     for subject in sorted(modes):
@@ -113,6 +131,8 @@ class SchemaCatalog:
     @classmethod
     def load(cls, schemas_dir: Path) -> SchemaCatalog:
         modes, found = _scan(schemas_dir)
+        topics = {name: [str(t) for t in entry.get("topics", [])]
+                  for name, entry in _config(schemas_dir).items()}
         lock_path = schemas_dir / LOCK_FILE
         if not lock_path.exists():
             raise CatalogError(f"{lock_path} is missing; run `recovery schemas lock`")
@@ -131,7 +151,7 @@ class SchemaCatalog:
                     raise CatalogError(f"{name} v{number} differs from its locked fingerprint")
                 parsed = parse_schema(schema)
                 loaded.append(SchemaVersion(name, number, entry["id"], schema, parsed))
-            subjects[name] = Subject(name, modes[name], loaded)
+            subjects[name] = Subject(name, modes[name], loaded, topics.get(name, []))
         return cls(subjects)
 
     def subject(self, name: str) -> Subject:

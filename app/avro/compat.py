@@ -2,8 +2,10 @@
 schema read what a writer schema wrote? Modes as in Confluent Schema Registry.
 
 Schemas are parsed JSON as in .avsc files (dict, list or str), not fastavro-parsed objects.
-Named types may be defined once and referenced later by name; names resolve by the spec's
-namespace rules, and recursive types are checked without looping.
+Each is first validated by app.avro.schema (an invalid schema raises SchemaError and is never
+judged), which resolves names where they are defined; recursive types are checked without
+looping. Where the specification and Apache Avro's Java decoder differ, the stricter verdict
+is given (docs/schemas.md lists the differences measured against Java).
 """
 
 from __future__ import annotations
@@ -13,9 +15,21 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-NAMED = frozenset({"record", "error", "enum", "fixed"})
-_COMPLEX = NAMED | {"array", "map"}
+from app.avro.schema import (
+    Array,
+    AvroType,
+    Map,
+    Named,
+    Primitive,
+    SchemaError,
+    Union,
+    describe,
+    validate,
+)
+
+__all__ = ["CompatibilityMode", "Incompatibility", "SchemaError", "can_read",
+           "check_compatibility"]
+
 # writer type -> reader types that can read it
 PROMOTIONS: dict[str, frozenset[str]] = {
     "int": frozenset({"long", "float", "double"}),
@@ -55,219 +69,147 @@ class Incompatibility:
         return f"{self.path}: {self.message}"
 
 
-def _short(name: str) -> str:
-    return name.rpartition(".")[2]
-
-
-def _fullname(name: str, namespace: str | None) -> str:
-    if "." in name or not namespace:
-        return name
-    return f"{namespace}.{name}"
-
-
-def _namespace_of(fullname: str) -> str | None:
-    return fullname.rpartition(".")[0] or None
-
-
-class _Names:
-    """The named types of one schema by full name, so references resolve."""
-
-    def __init__(self, schema: Any):
-        self.types: dict[str, dict[str, Any]] = {}
-        self._collect(schema, None)
-
-    def _collect(self, schema: Any, namespace: str | None) -> None:
-        if isinstance(schema, list):
-            for branch in schema:
-                self._collect(branch, namespace)
-            return
-        if not isinstance(schema, dict):
-            return
-        kind = schema.get("type")
-        if isinstance(kind, dict | list):
-            self._collect(kind, namespace)
-        elif kind in NAMED:
-            full = _fullname(_name_of(schema), schema.get("namespace", namespace))
-            if full in self.types:
-                return
-            self.types[full] = schema
-            for field in schema.get("fields", []):
-                self._collect(field.get("type"), _namespace_of(full))
-        elif kind == "array":
-            self._collect(schema.get("items"), namespace)
-        elif kind == "map":
-            self._collect(schema.get("values"), namespace)
-
-    def resolve(self, schema: Any, namespace: str | None) -> tuple[Any, str | None]:
-        """The schema a reference or wrapper stands for, and the namespace in force inside it.
-
-        Name references are looked up; `{"type": X}` wrappers are unwrapped; a primitive with a
-        logical type (or other attributes) becomes the bare primitive name. Named types come
-        back as their defining dict, with their own namespace."""
-        while True:
-            if isinstance(schema, str):
-                if schema in PRIMITIVES:
-                    return schema, namespace
-                schema = self._lookup(schema, namespace)
-                continue
-            if isinstance(schema, list):
-                return schema, namespace
-            if not isinstance(schema, dict) or "type" not in schema:
-                raise ValueError(f"not an Avro schema: {schema!r}")
-            kind = schema["type"]
-            if not isinstance(kind, str) or kind not in PRIMITIVES | _COMPLEX:
-                schema = kind  # {"type": {...}}, {"type": [...]} or {"type": "SomeName"}
-                continue
-            if kind in PRIMITIVES:
-                return kind, namespace
-            if kind in NAMED:
-                full = _fullname(_name_of(schema), schema.get("namespace", namespace))
-                return schema, _namespace_of(full)
-            return schema, namespace
-
-    def _lookup(self, name: str, namespace: str | None) -> dict[str, Any]:
-        # as in the spec (and Avro's Java parser): the name in the enclosing namespace, then
-        # the name as written (a full name, or one in the null namespace)
-        found = self.types.get(_fullname(name, namespace)) or self.types.get(name)
-        if found is None:
-            raise ValueError(f"unknown type name {name!r}")
-        return found
-
-
-def _name_of(schema: dict[str, Any]) -> str:
-    name = schema.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a named type without a name: {schema!r}")
-    return name
-
-
-def _kind(schema: Any) -> str:
-    """The kind of a resolved schema: a primitive name, "union", "record", "enum", ..."""
-    if isinstance(schema, list):
-        return "union"
-    if isinstance(schema, dict):
-        return "record" if schema["type"] == "error" else schema["type"]
-    return schema
-
-
 class _Checker:
-    def __init__(self, reader: Any, writer: Any):
-        self.reader_names = _Names(reader)
-        self.writer_names = _Names(writer)
+    def __init__(self) -> None:
         self.problems: list[Incompatibility] = []
-        # (reader fullname, writer fullname) of records being compared further up the stack
-        self._in_progress: set[tuple[str, str]] = set()
+        # (reader, writer) records being compared further up the stack
+        self._in_progress: set[tuple[int, int]] = set()
 
-    def describe(self, schema: Any, names: _Names, namespace: str | None) -> str:
-        schema, namespace = names.resolve(schema, namespace)
-        kind = _kind(schema)
-        if kind == "union":
-            return "union [" + ", ".join(self.describe(b, names, namespace) for b in schema) + "]"
-        if kind in NAMED:
-            return f"{kind} {_fullname(_short(schema['name']), namespace)}"
-        if kind == "array":
-            return "array of " + self.describe(schema["items"], names, namespace)
-        if kind == "map":
-            return "map of " + self.describe(schema["values"], names, namespace)
-        return kind
-
-    def check(self, reader: Any, writer: Any, path: str,
-              r_ns: str | None = None, w_ns: str | None = None) -> bool:
+    def check(self, reader: AvroType, writer: AvroType, path: str) -> bool:
         """Whether the reader reads the writer; each reason it cannot goes into `problems`."""
-        reader, r_ns = self.reader_names.resolve(reader, r_ns)
-        writer, w_ns = self.writer_names.resolve(writer, w_ns)
-        r_kind, w_kind = _kind(reader), _kind(writer)
 
         def mismatch(message: str) -> bool:
-            return self._add(path, message, self.describe(reader, self.reader_names, r_ns),
-                             self.describe(writer, self.writer_names, w_ns))
+            return self._add(path, message, describe(reader), describe(writer))
 
-        if w_kind == "union":
+        if isinstance(writer, Union):
             # whichever branch the writer used, the reader must be able to read it
             ok = True
-            for branch in writer:
-                ok = self.check(reader, branch, path, r_ns, w_ns) and ok
+            if isinstance(reader, Union) and _union_equiv(writer, reader, {}):
+                # the same union but for namespaces (Java's decoder then reads branch i as
+                # branch i, matching named types by unqualified name as the spec does)
+                for index, (r_branch, w_branch) in enumerate(
+                        zip(reader.branches, writer.branches, strict=True)):
+                    ok = self.check(r_branch, w_branch, f"{path}/{index}") and ok
+                return ok
+            for branch in writer.branches:
+                ok = self.check(reader, branch, path) and ok
             return ok
-        if r_kind == "union":
-            return self._check_reader_union(reader, writer, path, r_ns, w_ns, mismatch)
-
-        if r_kind in PRIMITIVES or w_kind in PRIMITIVES:
+        if isinstance(reader, Union):
+            return self._check_reader_union(reader, writer, path, mismatch)
+        r_kind, w_kind = reader.kind, writer.kind
+        if isinstance(reader, Primitive) or isinstance(writer, Primitive):
             if r_kind == w_kind or r_kind in PROMOTIONS.get(w_kind, ()):
-                return True
+                return self._check_decimals(reader, writer, mismatch)
             return mismatch(f"reader type {r_kind} cannot read writer type {w_kind}")
         if r_kind != w_kind:
             return mismatch(f"reader type {r_kind} cannot read writer type {w_kind}")
-
-        if r_kind == "array":
-            return self.check(reader["items"], writer["items"], f"{path}/items", r_ns, w_ns)
-        if r_kind == "map":
-            return self.check(reader["values"], writer["values"], f"{path}/values", r_ns, w_ns)
+        if isinstance(reader, Array):
+            assert isinstance(writer, Array)
+            return self.check(reader.items, writer.items, f"{path}/items")
+        if isinstance(reader, Map):
+            assert isinstance(writer, Map)
+            return self.check(reader.values, writer.values, f"{path}/values")
+        assert isinstance(reader, Named) and isinstance(writer, Named)
         if not _names_match(reader, writer):
-            return mismatch(f"writer {w_kind} name {_short(writer['name'])!r} matches neither "
-                            f"the reader name {_short(reader['name'])!r} nor its aliases")
+            return mismatch(f"writer {w_kind} name {writer.fullname!r} matches neither the "
+                            f"reader name {reader.fullname!r} nor its aliases")
         if r_kind == "fixed":
-            if reader["size"] != writer["size"]:
-                return mismatch(f"fixed size {writer['size']} of the writer differs from the "
-                                f"reader size {reader['size']}")
-            return True
+            if reader.size != writer.size:
+                return mismatch(f"fixed size {writer.size} of the writer differs from the "
+                                f"reader size {reader.size}")
+            return self._check_decimals(reader, writer, mismatch)
         if r_kind == "enum":
-            missing = [s for s in writer["symbols"] if s not in reader["symbols"]]
-            if missing and "default" not in reader:
+            missing = [s for s in writer.symbols if s not in reader.symbols]
+            if missing and reader.default is None:
                 return mismatch(f"writer enum symbols {missing} are unknown to the reader, "
                                 "which has no default symbol")
             return True
-        return self._check_record(reader, writer, path, r_ns, w_ns)
+        return self._check_record(reader, writer, path)
 
-    def _check_reader_union(self, reader: list[Any], writer: Any, path: str,
-                            r_ns: str | None, w_ns: str | None,
+    def _check_decimals(self, reader: Primitive | Named, writer: Primitive | Named,
+                        mismatch: Callable[[str], bool]) -> bool:
+        # The spec: two decimals match if their scales and precisions match. (Java's checker
+        # and decoder ignore both: a changed scale then reads every value scaled wrongly.)
+        r, w = reader.decimal, writer.decimal
+        if r is not None and w is not None and r != w:
+            return mismatch(f"decimal({w.precision},{w.scale}) of the writer differs from the "
+                            f"reader's decimal({r.precision},{r.scale})")
+        return True
+
+    def _check_reader_union(self, reader: Union, writer: AvroType, path: str,
                             mismatch: Callable[[str], bool]) -> bool:
-        if any(self._readable(branch, writer, path, r_ns, w_ns) for branch in reader):
-            return True
-        # explain through the branch the writer was evidently meant to go to, if there is one
-        w_resolved, _ = self.writer_names.resolve(writer, w_ns)
-        for index, branch in enumerate(reader):
-            r_resolved, _ = self.reader_names.resolve(branch, r_ns)
-            if _kind(r_resolved) != _kind(w_resolved):
-                continue
-            if _kind(r_resolved) in NAMED and not _names_match(r_resolved, w_resolved):
-                continue
-            return self.check(branch, writer, f"{path}/{index}", r_ns, w_ns)
-        return mismatch(f"writer type {_kind(w_resolved)} matches no branch of the reader union")
+        """The branch a decoder resolves the writer's type to, judged as the stricter of the
+        specification and Java's decoder do (docs/schemas.md):
+        - an unnamed type: the branch of its kind, else the first it promotes to;
+        - a named type: the branch of its full name (or with it among its aliases); else, for
+          a record, the first record of its unqualified name that reads it (the spec's
+          match; Java's decoder would also take a record of another name that fits, the spec
+          does not); an enum or fixed must match by full name (Java's decoder does not match
+          those by unqualified name, though the spec would)."""
+        branches = reader.branches
+        if isinstance(writer, Named):
+            for index, branch in enumerate(branches):
+                if isinstance(branch, Named) and branch.kind == writer.kind and (
+                        branch.fullname == writer.fullname or writer.fullname in branch.aliases):
+                    return self.check(branch, writer, f"{path}/{index}")
+            if writer.kind == "record":
+                same_name = [(i, b) for i, b in enumerate(branches)
+                             if isinstance(b, Named) and b.kind == "record" and
+                             b.name == writer.name]
+                if any(self._readable(b, writer, f"{path}/{i}") for i, b in same_name):
+                    return True
+                if same_name:
+                    index, branch = same_name[0]
+                    return self.check(branch, writer, f"{path}/{index}")
+            return mismatch(f"writer type {describe(writer)} matches no branch of the reader "
+                            "union (named types match by full name or alias)")
+        for index, branch in enumerate(branches):
+            if branch.kind == writer.kind:
+                return self.check(branch, writer, f"{path}/{index}")
+        for index, branch in enumerate(branches):
+            if branch.kind in PROMOTIONS.get(writer.kind, ()):
+                return self.check(branch, writer, f"{path}/{index}")
+        return mismatch(f"writer type {writer.kind} matches no branch of the reader union")
 
-    def _readable(self, reader: Any, writer: Any, path: str, r_ns: str | None,
-                  w_ns: str | None) -> bool:
+    def _readable(self, reader: AvroType, writer: AvroType, path: str) -> bool:
         """Whether the reader can read the writer, without recording the problems found."""
         saved = self.problems
         self.problems = []
         try:
-            return self.check(reader, writer, path, r_ns, w_ns)
+            return self.check(reader, writer, path)
         finally:
             self.problems = saved
 
-    def _check_record(self, reader: dict[str, Any], writer: dict[str, Any], path: str,
-                      r_ns: str | None, w_ns: str | None) -> bool:
-        key = (_fullname(_short(reader["name"]), r_ns), _fullname(_short(writer["name"]), w_ns))
+    def _check_record(self, reader: Named, writer: Named, path: str) -> bool:
+        key = (id(reader), id(writer))
         if key in self._in_progress:
             # a recursive type met again: whatever could differ is being checked further up
             return True
         self._in_progress.add(key)
         try:
             ok = True
-            writer_fields = {f["name"]: f for f in writer.get("fields", [])}
-            for field in reader.get("fields", []):
-                names = [field["name"], *field.get("aliases", [])]
-                match = next((writer_fields[n] for n in names if n in writer_fields), None)
-                field_path = f"{path}/fields/{field['name']}"
-                if match is None:
-                    if "default" not in field:
+            writer_fields = {f.name: f for f in writer.fields}
+            # Field aliases apply between records of one full name (or by a record alias), as
+            # in Java's decoder; records matched by unqualified name alone match fields by name.
+            aliased = writer.fullname == reader.fullname or writer.fullname in reader.aliases
+            for field in reader.fields:
+                field_path = f"{path}/fields/{field.name}"
+                names = (field.name, *field.aliases) if aliased else (field.name,)
+                matches = [writer_fields[n] for n in dict.fromkeys(names) if n in writer_fields]
+                if len(matches) > 1:
+                    ok = self._add(field_path,
+                                   f"reader field {field.name!r} matches several writer fields "
+                                   f"by its name and aliases: {[m.name for m in matches]}",
+                                   describe(field.type), None)
+                    continue
+                if not matches:
+                    if not field.has_default:
                         ok = self._add(
                             field_path,
-                            f"reader field {field['name']!r} is missing in the writer and has "
-                            "no default",
-                            self.describe(field["type"], self.reader_names, r_ns), None)
+                            f"reader field {field.name!r} is missing in the writer and has "
+                            "no default", describe(field.type), None)
                     continue
-                ok = self.check(field["type"], match["type"], f"{field_path}/type",
-                                r_ns, w_ns) and ok
+                ok = self.check(field.type, matches[0].type, f"{field_path}/type") and ok
             return ok
         finally:
             self._in_progress.discard(key)
@@ -277,19 +219,64 @@ class _Checker:
         return False
 
 
-def _names_match(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
-    """Named types match by unqualified name, or by the writer's name among reader aliases."""
-    writer_name = _short(writer["name"])
-    return writer_name == _short(reader["name"]) or \
-        writer_name in {_short(a) for a in reader.get("aliases", [])}
+def _union_equiv(writer: AvroType, reader: AvroType,
+                 seen: dict[tuple[int, int], bool]) -> bool:
+    """Two types alike but for namespaces: same kinds, unqualified names, enum symbols, fixed
+    sizes, field names in order, union branches in order (Java's decoder's "union
+    equivalence")."""
+    if writer.kind != reader.kind:
+        return False
+    match writer:
+        case Primitive():
+            return True
+        case Array():
+            return _union_equiv(writer.items, reader.items, seen)  # type: ignore[union-attr]
+        case Map():
+            return _union_equiv(writer.values, reader.values, seen)  # type: ignore[union-attr]
+        case Union():
+            assert isinstance(reader, Union)
+            return len(writer.branches) == len(reader.branches) and all(
+                _union_equiv(w, r, seen) for w, r in zip(writer.branches, reader.branches,
+                                                         strict=True))
+    assert isinstance(writer, Named) and isinstance(reader, Named)
+    if writer.name != reader.name:
+        return False
+    if writer.kind == "fixed":
+        return writer.size == reader.size
+    if writer.kind == "enum":
+        return writer.symbols == reader.symbols
+    key = (id(writer), id(reader))
+    if key not in seen:
+        seen[key] = True  # optimistic for recursion, corrected below
+        seen[key] = len(writer.fields) == len(reader.fields) and all(
+            w.name == r.name and _union_equiv(w.type, r.type, seen)
+            for w, r in zip(writer.fields, reader.fields, strict=True))
+    return seen[key]
+
+
+def _names_match(reader: Named, writer: Named) -> bool:
+    """The spec: named types match by unqualified name. Reader aliases are full names (an
+    alias without a dot is in the namespace of the type it belongs to), so a rename into
+    another namespace needs an alias naming the old namespace too."""
+    return writer.name == reader.name or writer.fullname in reader.aliases
+
+
+def _as_type(schema: Any) -> AvroType:
+    if isinstance(schema, Primitive | Array | Map | Union | Named):
+        return schema
+    return validate(schema)
 
 
 def can_read(reader: Any, writer: Any) -> list[Incompatibility]:
     """The reasons `reader` cannot read data written with `writer`; empty when it can.
 
-    Raises ValueError for a reference to an undefined name or a malformed schema."""
-    checker = _Checker(reader, writer)
-    checker.check(reader, writer, "")
+    Schemas are parsed JSON as in .avsc files (or types from `app.avro.schema.validate`).
+    Raises SchemaError (a ValueError) for a schema the specification does not allow: invalid
+    schemas are refused, never judged."""
+    reader_type = _as_type(reader)
+    writer_type = _as_type(writer)
+    checker = _Checker()
+    checker.check(reader_type, writer_type, "")
     return checker.problems
 
 

@@ -28,8 +28,14 @@ for verb in (worker, topics, schemas, produce, demo, lag, replay, objects):
 
 
 def main() -> None:
+    from app.avro.codec import SchemaRegistryRefused, SchemaRegistryUnavailable
+
     try:
         cli(standalone_mode=True)
     except json.JSONDecodeError as exc:  # pragma: no cover - defensive: one plain line
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (SchemaRegistryUnavailable, SchemaRegistryRefused) as exc:
+        # produce, demo: a registry that is down or refuses is one line, not a traceback
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)

@@ -41,6 +41,8 @@ class IncidentStage:
 
     async def on_failure(self, record: RawRecord, incidents: Table) -> None:
         services = self.services
+        # A registry that cannot answer holds this record (retried, logged), never poisons it.
+        await services.codec.wait_for_writer(record.value, log)
         received = intake.receive(record, services.codec, now_ms=services.clock.now_ms())
         if isinstance(received, intake.Quarantined):
             log.warning("poison %s[%d]@%d: %s", record.topic, record.partition, record.offset,

@@ -12,8 +12,9 @@ import faust
 from faust.types import TP
 
 from app.avro.catalog import SchemaCatalog
-from app.avro.codec import codec_from_settings
+from app.avro.codec import codec_from_settings, wait_until_registered
 from app.contracts.clock import SYSTEM
+from app.contracts.lifecycle import SUBJECT as LIFECYCLE_SUBJECT
 from app.contracts.records import OutRecord, RawRecord
 from app.kafka.config import admin_config, consumer_config
 from app.kafka.dead_letters import scan_dead_letters
@@ -25,6 +26,7 @@ from app.pipeline import health
 from app.pipeline.commands import watchdog_command
 from app.pipeline.decide import Incident
 from app.pipeline.heartbeats import check_record
+from app.pipeline.intake import FAILURE_SUBJECT
 from app.pipeline.outbox import Outbox
 from app.pipeline.services import Services, watch_settings
 from app.pipeline.stages import Pipeline
@@ -133,7 +135,11 @@ def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_facto
 def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
                  consumer_health: Any) -> Services:
     codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
-                                settings.schema_registry_url)
+                                settings.schema_registry_url,
+                                subject_strategy=settings.schema_subject_strategy,
+                                topic_prefix=settings.topic_prefix)
+    # With a registry: its subjects registered before the group join, waiting while it is down.
+    wait_until_registered(codec, [FAILURE_SUBJECT, LIFECYCLE_SUBJECT], log)
     topics = TopicNames.of(settings, specs)
     presence = TopicPresence(admin_config(settings))
     reader_config = consumer_config(settings, settings.app_id)

@@ -23,6 +23,12 @@ def test_docker_compose_config_parses_with_every_service() -> None:
     assert worker_env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert config["services"]["worker"]["depends_on"]["topics"]["condition"] == \
         "service_completed_successfully"
+    # the registry, with the project's schemas pushed before the worker starts
+    assert config["services"]["schema-registry"]["image"].startswith("apicurio/apicurio-registry")
+    assert worker_env["SCHEMA_REGISTRY_URL"] == "http://schema-registry:8080/apis/ccompat/v7"
+    assert config["services"]["schemas"]["command"] == ["schemas", "push"]
+    assert config["services"]["worker"]["depends_on"]["schemas"]["condition"] == \
+        "service_completed_successfully"
 
 
 def test_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:

@@ -53,3 +53,21 @@ def test_editing_a_locked_version_is_refused(schemas_copy: Path) -> None:
     path.write_text(json.dumps(schema))
     with pytest.raises(CatalogError, match="changed after its id"):
         compute_lock(schemas_copy)
+
+
+@pytest.mark.parametrize(("change", "what"), [
+    ({"name": "extra", "type": "NoSuchType", "default": None}, "unknown type name 'NoSuchType'"),
+    ({"name": "extra", "type": ["null", "string", "null"], "default": None}, "two branches"),
+    ({"name": "extra", "type": "long", "default": "soon"}, "is not a valid long"),
+])
+def test_an_invalid_schema_is_refused_on_load_and_lock(schemas_copy: Path, change: dict,
+                                                       what: str) -> None:
+    v1 = json.loads((schemas_copy / "lifecycle-event" / "v1.avsc").read_text())
+    v1["fields"].append(change)
+    (schemas_copy / "lifecycle-event" / "v2.avsc").write_text(json.dumps(v1))
+    for attempt in (SchemaCatalog.load, write_lock):
+        with pytest.raises(CatalogError) as raised:
+            attempt(schemas_copy)
+        message = str(raised.value)
+        assert "lifecycle-event/v2.avsc: not a valid Avro schema: /fields/" in message
+        assert what in message and "\n" not in message

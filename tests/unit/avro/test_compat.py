@@ -8,7 +8,13 @@ from fastavro.utils import generate_many
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.avro.compat import CompatibilityMode, Incompatibility, can_read, check_compatibility
+from app.avro.compat import (
+    CompatibilityMode,
+    Incompatibility,
+    SchemaError,
+    can_read,
+    check_compatibility,
+)
 
 
 def record(*fields: dict, name: str = "R", **extra) -> dict:
@@ -110,8 +116,12 @@ def test_logical_types_are_judged_by_their_underlying_type() -> None:
     assert ok(record(field("d", millis)), record(field("d", date)), "BACKWARD")  # int -> long
     assert not ok(record(field("d", date)), record(field("d", millis)), "BACKWARD")
     dec = {"type": "bytes", "logicalType": "decimal", "precision": 5, "scale": 2}
+    assert ok(record(field("m", dec)), record(field("m", "bytes")), "FULL")  # bytes either way
+    # the spec: two decimals match only if their precisions and scales do
     wider = {**dec, "precision": 9}
-    assert ok(record(field("m", wider)), record(field("m", dec)), "FULL")
+    [problem] = can_read(record(field("m", wider)), record(field("m", dec)))
+    assert problem.path == "/fields/m/type" and "decimal(5,2)" in problem.message
+    assert not ok(record(field("m", {**dec, "scale": 3})), record(field("m", dec)), "BACKWARD")
 
 
 def test_record_and_non_record_do_not_mix() -> None:
@@ -148,7 +158,9 @@ def test_enum_and_fixed_renamed_need_an_alias() -> None:
     fixed_new = {"type": "fixed", "name": "New", "size": 4}
     [problem] = can_read(fixed_new, fixed_old)
     assert "'Old'" in problem.message and "'New'" in problem.message
-    assert can_read({**fixed_new, "aliases": ["ns.Old"]}, fixed_old) == []
+    assert can_read({**fixed_new, "aliases": ["Old"]}, fixed_old) == []
+    # aliases are full names: ns.Old is not the Old of the null namespace
+    assert can_read({**fixed_new, "aliases": ["ns.Old"]}, fixed_old) != []
 
 
 def test_fixed_size_change() -> None:
@@ -246,11 +258,15 @@ def test_nested_records_arrays_and_maps() -> None:
                                          "/fields/tags/type/values"]
 
 
-def test_wrapped_and_spelled_out_types() -> None:
-    spelled = record(field("xs", {"type": {"type": "array", "items": {"type": "int"}}}),
+def test_spelled_out_primitives_and_refused_wrappers() -> None:
+    spelled = record(field("xs", {"type": "array", "items": {"type": "int"}}),
                      field("s", {"type": "string"}))
     plain = record(field("xs", {"type": "array", "items": "int"}), field("s", "string"))
     assert ok(spelled, plain, "FULL")
+    # {"type": {...}} is not a schema by the specification (Java's parser refuses it too)
+    wrapped = record(field("xs", {"type": {"type": "array", "items": "int"}}))
+    with pytest.raises(SchemaError, match="/fields/0/type"):
+        can_read(wrapped, plain)
 
 
 def test_recursive_schema_and_named_references() -> None:

@@ -50,7 +50,8 @@ def test_a_default_of_the_wrong_type_is_one_plain_line(tmp_path: Path) -> None:
     proposal.write_text(json.dumps(schema))
     result = run("schemas", "check", str(proposal), "--subject", "lifecycle-event")
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "Default value" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+    assert "/default: default value 0 of field 'attempt' is not a valid string" in result.stderr
 
 
 def test_bad_input_is_one_plain_line(tmp_path: Path) -> None:
@@ -63,3 +64,20 @@ def test_bad_input_is_one_plain_line(tmp_path: Path) -> None:
     unknown = run("schemas", "check", str(broken), "--subject", "nope")
     assert unknown.returncode == 2
     assert "Traceback" not in unknown.stderr
+
+
+def test_registry_verbs_need_a_registry_url(tmp_path: Path) -> None:
+    import os
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SCHEMA_REGISTRY_URL", "RECOVERY_SCHEMA_REGISTRY_URL")}
+    proposal = tmp_path / "v2.avsc"
+    proposal.write_text(json.dumps(lifecycle_v1()))
+    for args in (["schemas", "push"],
+                 ["schemas", "check", str(proposal), "--subject", "lifecycle-event",
+                  "--registry"]):
+        result = subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert "SCHEMA_REGISTRY_URL" in line
