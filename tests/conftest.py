@@ -3,6 +3,7 @@ else a testcontainers Kafka when a Docker engine answers, else the project's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -85,8 +86,30 @@ def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
+def delete_topics_of(bootstrap: str, prefix: str) -> None:
+    """Deletes a finished test's topics (its prefix, and its worker's changelogs, named after
+    the app id): a broker keeps files open per partition, and a whole suite's topics passed
+    the machine's 20,000 open files ("Too many open files" shut the broker's log dir)."""
+    from confluent_kafka.admin import AdminClient
+
+    from app.kafka.config import admin_config, for_bootstrap
+
+    app_id = f"recovery-{prefix.rstrip('.')}"
+    try:
+        admin = AdminClient(admin_config(for_bootstrap(bootstrap)))
+        names = [name for name in admin.list_topics(timeout=10).topics
+                 if name.startswith(prefix) or name.startswith(app_id)]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    future.result(30)
+    except Exception as exc:  # a test that broke the broker must not fail at clean-up too
+        print(f"could not delete the topics of {prefix}: {exc}")
+
+
 @pytest.fixture
-def service_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> dict[str, str]:
+def service_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+                ) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -95,7 +118,8 @@ def service_env(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> dict
         "RECOVERY_DATA_DIR": str(tmp_path / "data"),
         "RECOVERY_WEB_PORT": str(free_port()),
     })
-    return env
+    yield env
+    delete_topics_of(kafka_bootstrap, topic_prefix)
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
