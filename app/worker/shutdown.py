@@ -92,11 +92,13 @@ def worker_with_deadline(app: object, timeout_s: float, loglevel: str) -> object
 
     deadline = ShutdownDeadline(timeout_s, report=lambda: unfinished_work(app))
 
-    class BoundedWorker(faust.Worker):
+    # Named Worker: mode labels log lines with the class name, and tools (and tests) look
+    # for "[^Worker]: Ready".
+    class Worker(faust.Worker):
         def _schedule_shutdown(self, signal: signal.Signals) -> None:  # type: ignore[override]
             deadline.signalled(int(signal))
             super()._schedule_shutdown(signal)
 
-    worker = BoundedWorker(app, loglevel=loglevel)
+    worker = Worker(app, loglevel=loglevel)
     worker.shutdown_deadline = deadline  # type: ignore[attr-defined]
     return worker
