@@ -27,15 +27,19 @@ def work_item_of(message: Message, consumer_group: str | None) -> str:
 
 
 def failed_record_of(message: Message) -> dict[str, Any]:
+    """A redelivered record names the original's position and time (its context headers),
+    not the redelivery's."""
     kind, timestamp = message.timestamp()
     own = h.OWN
+    redelivered = h.header_value(message.headers(), h.ORIGINAL_TOPIC) is not None
     return {
         "topic": h.header_value(message.headers(), h.ORIGINAL_TOPIC) or message.topic(),
         "partition": h.header_int(message.headers(), h.ORIGINAL_PARTITION)
-        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.partition(),
+        if redelivered else message.partition(),
         "offset": h.header_int(message.headers(), h.ORIGINAL_OFFSET)
-        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.offset(),
-        "timestamp": timestamp if kind else None,
+        if redelivered else message.offset(),
+        "timestamp": h.header_int(message.headers(), h.ORIGINAL_TIMESTAMP)
+        if redelivered else (timestamp if kind else None),
         "key": message.key(),
         "value": message.value(),
         # The service's own context headers are not part of the record: it adds them again.
