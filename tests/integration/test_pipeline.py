@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
+import orjson
 import pytest
 from confluent_kafka import Message, Producer
 
 from app import headers as h
 from app.client import FailureReporter, RecoveringConsumer
+from app.retry_tiers import DUE_TOLERANCE_MS
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
@@ -47,6 +49,19 @@ def fast_env(applied_topics: dict[str, str], tmp_path) -> dict[str, str]:
     return applied_topics
 
 
+# Original headers a record may carry, all to be kept as they are through every hop.
+UNUSUAL_HEADERS = [("trace", b"t1"), ("blob", bytes(range(256))), ("empty", None),
+                   ("trace", b"t2"), ("recovery.user.note", b"mine")]
+
+
+# The context headers of a dead letter after exhausted retries, in the order they are added.
+DEAD_LETTER_CONTEXT = [
+    h.ORIGINAL_TOPIC, h.ORIGINAL_PARTITION, h.ORIGINAL_OFFSET, h.ORIGINAL_TIMESTAMP,
+    h.CONSUMER_GROUP, h.ERROR_TYPE, h.ERROR_MESSAGE, h.ERROR_STACKTRACE, h.CLASSIFICATION,
+    h.ATTEMPT, h.FIRST_FAILURE, h.LAST_FAILURE, h.INCIDENT_ID, h.FAILURE_EVENT_ID, h.REASON,
+]
+
+
 def client_settings(env: dict[str, str]) -> Settings:
     return Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
                     topic_prefix=env["RECOVERY_TOPIC_PREFIX"])
@@ -81,19 +96,23 @@ def test_retry_then_success_ends_in_recovery_completed(fast_env, worker_factory,
     group = f"{topic_prefix}billing"
     from app.client.consumer import ensure_topic
 
-    ensure_topic(bootstrap, orders)
+    ensure_topic(bootstrap, orders, partitions=1)
     worker_factory()
     calls: dict[bytes, int] = {}
     handled: list[tuple[bytes, int]] = []
+    seen: list[Message] = []
 
     def flaky(message: Message) -> None:
-        calls[message.key()] = calls.get(message.key(), 0) + 1
-        if message.key() == b"order-1" and calls[message.key()] <= 2:
+        seen.append(message)
+        calls[message.value()] = calls.get(message.value(), 0) + 1
+        if message.value() == b"\x01payload" and calls[message.value()] <= 2:
             raise RuntimeError("downstream timeout")
-        handled.append((message.key(), calls[message.key()]))
+        handled.append((message.value(), calls[message.value()]))
 
     producer = Producer({"bootstrap.servers": bootstrap})
-    producer.produce(orders, key=b"order-1", value=b"\x01payload", headers=[("trace", b"t1")])
+    producer.produce(orders, key=b"order-1", value=b"\x01payload", headers=UNUSUAL_HEADERS)
+    # A later record of the same key, handled while the first one waits for its retry.
+    producer.produce(orders, key=b"order-1", value=b"second")
     producer.produce(orders, key=b"order-2", value=b"fine")
     producer.flush(10)
 
@@ -108,7 +127,22 @@ def test_retry_then_success_ends_in_recovery_completed(fast_env, worker_factory,
     events = lifecycle(codec, reader.messages)
     reader.close()
     assert done, events
-    assert (b"order-1", 3) in handled and (b"order-2", 1) in handled
+    assert (b"\x01payload", 3) in handled and (b"fine", 1) in handled
+    # Order per key is not kept through a retry (docs/how-it-works.md, "Order per key"):
+    # the later record of order-1 was handled before the retried one.
+    assert [v for v, _ in handled if v in (b"\x01payload", b"second")] == [
+        b"second", b"\x01payload"]
+    # Each redelivery is the original record byte for byte: key, value, and every original
+    # header in order (binary, None, duplicate keys, a recovery.* header of the service's
+    # own) before the context headers.
+    redelivered = [m for m in seen if m.topic() == f"{group}.redelivery"]
+    assert len(redelivered) == 2
+    for message in redelivered:
+        assert message.key() == b"order-1" and message.value() == b"\x01payload"
+        headers = message.headers()
+        assert headers[:len(UNUSUAL_HEADERS)] == UNUSUAL_HEADERS
+        assert all(k in h.OWN for k, _ in headers[len(UNUSUAL_HEADERS):])
+    assert [h.header_int(m.headers(), h.ATTEMPT) for m in redelivered] == [1, 2]
     [incident] = {e["incident_id"] for e in events
                   if e["event_type"] == "recovery/recovery_completed"}
     steps = types_for(events, incident)
@@ -117,6 +151,15 @@ def test_retry_then_success_ends_in_recovery_completed(fast_env, worker_factory,
     assert steps[-1] == "recovery/recovery_completed"
     completed = [e for e in events if e["event_type"] == "recovery/recovery_completed"][0]
     assert completed["attempt"] == 2 and completed["duration_ms"] >= 1000 + 2000 - 200
+    # Retry lateness: never redelivered before its due time (beyond the due tolerance).
+    scheduled = [orjson.loads(e["payload_json"]) for e in events
+                 if e["incident_id"] == incident and e["event_type"] == "recovery/retry_scheduled"]
+    late = [orjson.loads(e["payload_json"])["lateMs"] for e in events
+            if e["incident_id"] == incident and e["event_type"] == "recovery/redelivered"]
+    assert len(late) == 2 and all(ms >= -DUE_TOLERANCE_MS for ms in late), late
+    for message, plan in zip(redelivered, scheduled, strict=True):
+        assert h.header_int(message.headers(), h.RETRY_DUE) == plan["dueAt"]
+        assert message.timestamp()[1] >= plan["dueAt"] - DUE_TOLERANCE_MS
 
 
 def test_retries_exhausted_end_in_a_dead_letter_with_full_headers(
@@ -131,8 +174,10 @@ def test_retries_exhausted_end_in_a_dead_letter_with_full_headers(
     ensure_topic(bootstrap, orders)
     worker_factory()
     producer = Producer({"bootstrap.servers": bootstrap})
-    producer.produce(orders, key=b"k-9", value=b"\x00\x01bytes", headers=[("app", b"x")])
+    producer.produce(orders, key=b"k-9", value=b"\x00\x01bytes", headers=[("app", b"x")],
+                     timestamp=1_700_000_000_123)
     producer.flush(10)
+    original_timestamp = 1_700_000_000_123
 
     def always_fails(message: Message) -> None:
         raise ValueError("cannot post to ledger")
@@ -148,6 +193,9 @@ def test_retries_exhausted_end_in_a_dead_letter_with_full_headers(
     [dead] = reader.on(dlq)
     assert dead.key() == b"k-9" and dead.value() == b"\x00\x01bytes"
     headers = dead.headers()
+    # Each original header once, then each context header once, in this order: nothing
+    # piles up across the three hops and nothing else is added.
+    assert [k for k, _ in headers] == ["app", *DEAD_LETTER_CONTEXT]
     assert headers[0] == ("app", b"x")
     assert h.header_value(headers, h.ORIGINAL_TOPIC) == orders
     assert h.header_value(headers, h.ORIGINAL_PARTITION) is not None
@@ -164,8 +212,11 @@ def test_retries_exhausted_end_in_a_dead_letter_with_full_headers(
     assert h.header_value(headers, h.INCIDENT_ID)
     events = lifecycle(locked_codec(), reader.on(f"{topic_prefix}recovery.events"))
     assert [e["outcome"] for e in events if e["outcome"]] == ["dead_lettered"]
-    # Each original header appears once, context headers once: nothing piles up across hops.
-    assert len([k for k, _ in headers if k == h.ATTEMPT]) == 1
+    [dead_lettered] = [e for e in events if e["outcome"]]
+    assert h.header_value(headers, h.INCIDENT_ID) == dead_lettered["incident_id"]
+    assert h.header_value(headers, h.FAILURE_EVENT_ID) == dead_lettered["failure_event_id"]
+    assert h.header_value(headers, h.ORIGINAL_TIMESTAMP) == str(original_timestamp)
+    assert h.header_value(headers, h.REASON)
 
 
 def test_non_recoverable_input_ends_in_poison(fast_env, worker_factory, topic_prefix):
@@ -200,7 +251,10 @@ def test_non_recoverable_input_ends_in_poison(fast_env, worker_factory, topic_pr
     [quarantined] = reader.on(poison)
     assert quarantined.value() == b"huge" and quarantined.key() == b"d"
     assert "FATAL" in h.header_value(quarantined.headers(), h.REASON)
-    assert event["event_id"] != fatal["event_id"]
+    # Each outcome belongs to its own report.
+    assert h.header_value(quarantined.headers(), h.FAILURE_EVENT_ID) == fatal["event_id"]
+    assert outcomes["fatal-1"]["failure_event_id"] == fatal["event_id"]
+    assert outcomes["auth-1"]["failure_event_id"] == event["event_id"]
     retried = [e for e in lifecycle(codec, reader.on(events_topic))
                if e["event_type"] == "recovery/retry_scheduled"]
     assert retried == []
