@@ -13,7 +13,13 @@ from app import headers as h
 from app.client import FailureReporter, RecoveringConsumer
 from app.retry_tiers import DUE_TOLERANCE_MS
 from app.settings import Settings
-from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
+from tests.kafka_helpers import (
+    WORKER_INPUTS,
+    TopicReader,
+    lifecycle,
+    locked_codec,
+    wait_processed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +75,37 @@ def client_settings(env: dict[str, str]) -> Settings:
 
 def types_for(events: list[dict], incident: str) -> list[str]:
     return [e["event_type"] for e in events if e["incident_id"] == incident]
+
+
+def caught_up(env: dict[str, str], reader: TopicReader, outputs: list[str],
+              timeout: float = 60) -> bool:
+    """The worker has processed its inputs up to their ends now, and `reader` has read
+    `outputs` up to their ends after that: an extra output would be in hand."""
+    prefix = env["RECOVERY_TOPIC_PREFIX"]
+    return (wait_processed(env["KAFKA_BOOTSTRAP_SERVERS"], env["RECOVERY_APP_ID"],
+                           [prefix + t for t in WORKER_INPUTS], timeout)
+            and reader.read_to_end(outputs, timeout))
+
+
+def health_checks_processed(env: dict[str, str], group: str, count: int,
+                            timeout: float = 60) -> bool:
+    """`count` more health checks of `group` (they travel through the heartbeat topic) are
+    on the broker and the worker has processed its inputs up to them."""
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    beats = env["RECOVERY_TOPIC_PREFIX"] + "recovery.heartbeats"
+    reader = TopicReader(bootstrap, [beats])
+    try:
+        assert reader.read_to_end([beats], timeout)
+        def checks(ms: list[Message]) -> int:
+            return sum(1 for m in ms if m.key() == group.encode()
+                       and orjson.loads(m.value()).get("check"))
+        before = checks(reader.messages)
+        if not reader.wait_for(lambda ms: checks(ms) >= before + count, timeout):
+            return False
+    finally:
+        reader.close()
+    return wait_processed(bootstrap, env["RECOVERY_APP_ID"],
+                          [env["RECOVERY_TOPIC_PREFIX"] + t for t in WORKER_INPUTS], timeout)
 
 
 class ConsumerThread:
@@ -188,7 +225,7 @@ def test_retries_exhausted_end_in_a_dead_letter_with_full_headers(
                                   heartbeat_interval=1)
     with ConsumerThread(consumer, always_fails):
         assert reader.wait_for(lambda ms: any(m.topic() == dlq for m in ms), timeout=90)
-    reader.poll_for(1)
+    assert caught_up(fast_env, reader, [dlq, f"{topic_prefix}recovery.events"])
     reader.close()
     [dead] = reader.on(dlq)
     assert dead.key() == b"k-9" and dead.value() == b"\x00\x01bytes"
@@ -290,7 +327,15 @@ def test_down_consumer_has_retries_held_and_dead_letters_replayed(
     held = reader.wait_for(lambda ms: "recovery/retry_held" in types_for(
         lifecycle(codec, [m for m in ms if m.topic() == events_topic]), "held-1"), timeout=60)
     assert held
-    reader.poll_for(5)  # several hold periods pass while the consumer is down
+    # Several hold periods pass while the consumer is down: the retry is parked again each
+    # time (a 2 s hold: the 2 s tier), and never sent on.
+    tier = f"{topic_prefix}recovery.retry.2s"
+    tier_reader = TopicReader(bootstrap, [tier])
+    assert tier_reader.wait_for(lambda ms: len([
+        m for m in ms if h.header_value(m.headers(), h.INCIDENT_ID) == "held-1"
+        and h.header_value(m.headers(), h.HELD) == "1"]) >= 3, timeout=60)
+    tier_reader.close()
+    assert reader.read_to_end([events_topic, redelivery_topic(group)], timeout=30)
     assert reader.on(redelivery_topic(group)) == []
     steps = types_for(lifecycle(codec, reader.on(events_topic)), "held-1")
     assert steps.count("recovery/redelivered") == 0
@@ -317,7 +362,10 @@ def test_down_consumer_has_retries_held_and_dead_letters_replayed(
         stop.set()
         beater.join()
     assert redelivered
-    reader.poll_for(3)  # later health checks must not replay it again
+    # Later health checks must not replay it again: wait until the worker has handled two
+    # more checks of this group and everything before them.
+    assert health_checks_processed(fast_env, group, count=2)
+    assert reader.read_to_end([events_topic, redelivery_topic(group)], timeout=30)
     reader.close()
     values = [m.value() for m in reader.on(redelivery_topic(group))]
     assert sorted(values) == [b"hello", b"older"]

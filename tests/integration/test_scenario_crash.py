@@ -15,7 +15,12 @@ from app.client import control as ctl
 from app.client.consumer import ensure_topic, redelivery_topic
 from app.scenarios import consumer_crash as cc
 from tests.conftest import REPO, wait_until
-from tests.integration.test_pipeline import ConsumerThread, client_settings, types_for
+from tests.integration.test_pipeline import (
+    ConsumerThread,
+    caught_up,
+    client_settings,
+    types_for,
+)
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -132,7 +137,7 @@ def test_error_crash_reprocessed_then_recovered_or_handled_as_critical(
         producer.produce(docs, key=b"after", value=b"3")
         producer.flush(10)
         assert reader.wait_for(lambda ms: consumer.mode.state == ctl.RUNNING, timeout=60)
-    reader.poll_for(1)
+    assert caught_up(crash_env, reader, [events_topic, control_topic])
     reader.close()
     events = lifecycle(codec, reader.on(events_topic))
     flaky = types_for(events, flaky_incident)
