@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from app import kafka_config
 from app.client import FailureReporter, RecoveringConsumer
 from app.client.consumer import ensure_topic
 from app.settings import Settings
@@ -43,9 +44,27 @@ def reports_of(codec, messages: list[Message], value: bytes) -> list[dict]:
     return [e for e in events if e["failed_record"] and e["failed_record"]["value"] == value]
 
 
-def unreachable_reporter(settings: Settings, relay: TcpRelay) -> FailureReporter:
-    return FailureReporter(settings.model_copy(
-        update={"kafka_bootstrap_servers": relay.address}))
+class CountingProducer:
+    """A real producer that counts what is produced to each topic."""
+
+    def __init__(self, producer: Producer):
+        self.producer = producer
+        self.produced: dict[str, int] = {}
+
+    def produce(self, topic: str, *args, **kwargs) -> None:
+        self.produced[topic] = self.produced.get(topic, 0) + 1
+        self.producer.produce(topic, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.producer, name)
+
+
+def unreachable_reporter(settings: Settings, relay: TcpRelay,
+                         producer_config: dict | None = None) -> FailureReporter:
+    unreachable = settings.model_copy(update={"kafka_bootstrap_servers": relay.address})
+    producer = CountingProducer(Producer(kafka_config.producer_config(
+        unreachable, **(producer_config or {}))))
+    return FailureReporter(unreachable, producer=producer)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -62,8 +81,12 @@ def held_record(applied_topics, topic_prefix):
     relay.close()
 
 
+# Queued: librdkafka keeps the report queued through the blip. Timed out: its deliveries
+# fail every 3 s (message.timeout.ms) and the reporter sends it again each time.
+@pytest.mark.parametrize("producer_config", [None, {"message.timeout.ms": 3000}],
+                         ids=["queued", "timed-out"])
 def test_consumer_holds_the_offset_until_the_report_is_acknowledged(
-        held_record, topic_prefix, caplog):
+        held_record, topic_prefix, caplog, producer_config):
     settings, orders, relay, _ = held_record
     bootstrap = settings.kafka_bootstrap_servers
     group = f"{topic_prefix}billing"
@@ -74,9 +97,9 @@ def test_consumer_holds_the_offset_until_the_report_is_acknowledged(
         raise RuntimeError("downstream timeout")
 
     caplog.set_level(logging.WARNING, logger="app.client.consumer")
+    reporter = unreachable_reporter(settings, relay, producer_config)
     consumer = RecoveringConsumer(group, [orders], service="billing", settings=settings,
-                                  reporter=unreachable_reporter(settings, relay),
-                                  heartbeat_interval=1, control=False)
+                                  reporter=reporter, heartbeat_interval=1, control=False)
     reader = TopicReader(bootstrap, [settings.topic("recovery.failures")])
     codec = locked_codec()
     try:
@@ -88,6 +111,11 @@ def test_consumer_holds_the_offset_until_the_report_is_acknowledged(
             assert committed(bootstrap, group, orders) < 0, \
                 "offset committed before the broker acknowledged the failure report"
             assert attempts == [b"\x01held"]
+            if producer_config:  # a delivery failed and the report was sent again
+                failures = settings.topic("recovery.failures")
+                assert wait_until(lambda: reporter.producer.produced.get(failures, 0) >= 2,
+                                  timeout=60)
+                assert committed(bootstrap, group, orders) < 0
             # The broker is back: the report goes out, then the offset is committed.
             relay.open()
             assert reader.wait_for(lambda ms: reports_of(codec, ms, b"\x01held"), timeout=60)
