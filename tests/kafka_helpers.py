@@ -122,3 +122,17 @@ def wait_processed(bootstrap: str, group: str, topics: list[str], timeout: float
 
 
 WORKER_INPUTS = ("recovery.failures", "recovery.heartbeats", "recovery.incident-commands")
+
+
+def assigned_inputs(bootstrap: str, group: str) -> list[str]:
+    """The topics `group`'s members are assigned now, less Faust's table changelogs (read
+    for state, never committed), its leader topic and the retry tiers (a parked record is
+    committed only when it is due): the worker's inputs, scenario topics included."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result()
+    topics = {tp.topic for member in description.members
+              for tp in member.assignment.topic_partitions}
+    return sorted(t for t in topics if not t.endswith(("-changelog", "__assignor-__leader"))
+                  and ".recovery.retry." not in t)

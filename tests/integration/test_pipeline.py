@@ -16,6 +16,7 @@ from app.settings import Settings
 from tests.kafka_helpers import (
     WORKER_INPUTS,
     TopicReader,
+    assigned_inputs,
     lifecycle,
     locked_codec,
     wait_processed,
@@ -81,9 +82,10 @@ def caught_up(env: dict[str, str], reader: TopicReader, outputs: list[str],
               timeout: float = 60) -> bool:
     """The worker has processed its inputs up to their ends now, and `reader` has read
     `outputs` up to their ends after that: an extra output would be in hand."""
-    prefix = env["RECOVERY_TOPIC_PREFIX"]
-    return (wait_processed(env["KAFKA_BOOTSTRAP_SERVERS"], env["RECOVERY_APP_ID"],
-                           [prefix + t for t in WORKER_INPUTS], timeout)
+    bootstrap, group = env["KAFKA_BOOTSTRAP_SERVERS"], env["RECOVERY_APP_ID"]
+    inputs = {env["RECOVERY_TOPIC_PREFIX"] + t for t in WORKER_INPUTS}
+    inputs.update(assigned_inputs(bootstrap, group))
+    return (wait_processed(bootstrap, group, sorted(inputs), timeout)
             and reader.read_to_end(outputs, timeout))
 
 
