@@ -168,20 +168,35 @@ def test_consumer_stopped_before_the_acknowledgement_reads_the_record_again(
         reader.close()
 
 
+def start_billing(service_env: dict[str, str], app_id: str, orders: str, tmp_path: Path,
+                  log_path: Path, reporter_bootstrap: str | None) -> subprocess.Popen:
+    env = {**service_env, "RECOVERY_WEB_PORT": "0", "BILLING_APP_ID": app_id,
+           "BILLING_GROUP": app_id.replace("-svc", ""), "BILLING_TOPIC": orders,
+           "BILLING_HANDLED": str(tmp_path / "handled.txt"), "BILLING_ALWAYS_FAIL": "1"}
+    if reporter_bootstrap:
+        env["BILLING_REPORTER_BOOTSTRAP"] = reporter_bootstrap
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
+        env=env, cwd=REPO, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+
+
+def stop(service: subprocess.Popen) -> None:
+    service.terminate()
+    try:
+        service.wait(60)
+    except subprocess.TimeoutExpired:
+        service.kill()
+        service.wait()
+
+
 def test_faust_agent_holds_the_offset_until_the_report_is_acknowledged(
         held_record, topic_prefix, tmp_path: Path):
     settings, orders, relay, service_env = held_record
     bootstrap = settings.kafka_bootstrap_servers
     app_id = f"{topic_prefix}billing-svc"  # the Faust app's consumer group
-    env = {**service_env, "RECOVERY_WEB_PORT": "0", "BILLING_APP_ID": app_id,
-           "BILLING_GROUP": f"{topic_prefix}billing", "BILLING_TOPIC": orders,
-           "BILLING_HANDLED": str(tmp_path / "handled.txt"),
-           "BILLING_ALWAYS_FAIL": "1", "BILLING_REPORTER_BOOTSTRAP": relay.address}
     log_path = tmp_path / "service.log"
-    service = subprocess.Popen(
-        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
-        env=env, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    service = start_billing(service_env, app_id, orders, tmp_path, log_path, relay.address)
     reader = TopicReader(bootstrap, [settings.topic("recovery.failures")])
     codec = locked_codec()
 
@@ -201,11 +216,37 @@ def test_faust_agent_holds_the_offset_until_the_report_is_acknowledged(
         assert reader.read_to_end([settings.topic("recovery.failures")], timeout=30)
     finally:
         reader.close()
-        service.terminate()
-        try:
-            service.wait(30)
-        except subprocess.TimeoutExpired:
-            service.kill()
+        stop(service)
     [report] = reports_of(codec, reader.messages, b"\x01held")
     assert report["failed_record"]["headers"] == [{"key": "trace", "value": b"t1"}]
+
+
+def test_faust_agent_stopped_before_the_acknowledgement_reads_the_record_again(
+        held_record, topic_prefix, tmp_path: Path):
+    settings, orders, relay, service_env = held_record
+    bootstrap = settings.kafka_bootstrap_servers
+    app_id = f"{topic_prefix}billing-svc"
+    log_path = tmp_path / "service.log"
+
+    def service_log() -> str:
+        return log_path.read_text(errors="replace")
+
+    first = start_billing(service_env, app_id, orders, tmp_path, log_path, relay.address)
+    try:
+        assert wait_until(lambda: committed(bootstrap, app_id, orders) >= 1
+                          or HOLDING in service_log(), timeout=120), service_log()[-3000:]
+    finally:
+        stop(first)  # stopped while its report was still undelivered
+    assert committed(bootstrap, app_id, orders) < 1
+    reader = TopicReader(bootstrap, [settings.topic("recovery.failures")])
+    codec = locked_codec()
+    second = start_billing(service_env, app_id, orders, tmp_path, log_path, None)
+    try:
+        assert reader.wait_for(lambda ms: reports_of(codec, ms, b"\x01held"), timeout=120), \
+            "the record whose report was never delivered is lost\n" + service_log()[-3000:]
+        assert wait_until(lambda: committed(bootstrap, app_id, orders) == 1, timeout=60), \
+            service_log()[-3000:]
+    finally:
+        reader.close()
+        stop(second)
 
