@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # "at_least_once" (with idempotent incident state) or Faust's "exactly_once".
     processing_guarantee: str = "at_least_once"
     commit_interval_s: float = 1.0
+    # After SIGTERM/SIGINT the worker exits within this many seconds, finished or not.
+    shutdown_timeout_s: float = 30.0
     # Scenario 4's recovery watch: checks every 15 s for up to 5 minutes.
     health_check_interval_ms: int = 15_000
     recovery_watch_ms: int = 300_000
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     # A due retry for an unhealthy consumer waits this long before it is looked at again
     # (the source's 30 s dead-letter retry).
     hold_retry_ms: int = 30_000
+    # The incident watchdog (app/pipeline/watchdog.py): a redelivered retry not acknowledged
+    # (nor failed again) within ack_timeout_ms is sent once more, then dead-lettered; the
+    # worker looks for incidents past their deadline every watchdog_interval_ms (0 = off).
+    ack_timeout_ms: int = 60_000
+    watchdog_interval_ms: int = 5_000
     # Consumer-lag monitoring (app/lag): the worker takes a snapshot every lag_interval_s
     # (0 = off) of the groups matching lag_groups (comma-separated globs, empty = all);
     # statuses are judged over the last lag_window snapshots.
@@ -72,6 +79,10 @@ class Settings(BaseSettings):
     object_store_prefix: str = "claim-checks/"
     object_store_endpoint_url: str | None = None
     object_store_region: str = "us-east-1"
+    # Credentials for the S3 API; unset, boto3's own chain is used (AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, a profile, an instance role). The secret is never logged.
+    object_store_access_key_id: str | None = None
+    object_store_secret_access_key: SecretStr | None = None
     # HMAC-SHA256 key signing claim-check references (a SecretStr: never printed or logged).
     object_store_signing_key: SecretStr | None = None
     object_store_retention_ms: int = 7 * 24 * 3600 * 1000

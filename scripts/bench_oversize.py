@@ -74,7 +74,7 @@ class FirstRecordClock:
 def consume_plain(bootstrap: str, topic: str, total: int) -> dict:
     from confluent_kafka import Consumer
 
-    from app.kafka_config import consumer_config
+    from app.kafka.config import consumer_config
     from app.settings import Settings
 
     settings = Settings(kafka_bootstrap_servers=bootstrap)
@@ -131,7 +131,7 @@ def run_consumer(kind: str, bootstrap: str, topic: str, total: int) -> dict:
 def produce_plain(bootstrap: str, topic: str, payload: bytes) -> float:
     from confluent_kafka import Producer
 
-    from app.kafka_config import producer_config
+    from app.kafka.config import producer_config
     from app.settings import Settings
 
     producer = Producer(producer_config(Settings(kafka_bootstrap_servers=bootstrap)))

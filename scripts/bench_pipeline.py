@@ -26,12 +26,12 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer, Producer  # noqa: E402
 
-from app import headers as h  # noqa: E402
 from app.avro.catalog import SchemaCatalog  # noqa: E402
 from app.avro.codec import AvroCodec, LockedSchemaIds  # noqa: E402
 from app.client.consumer import ensure_topic  # noqa: E402
-from app.failure_events import new_failure_event  # noqa: E402
-from app.kafka_config import producer_config  # noqa: E402
+from app.contracts import headers as h  # noqa: E402
+from app.contracts.failure_event import new_failure_event  # noqa: E402
+from app.kafka.config import producer_config  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))

@@ -39,7 +39,7 @@ import confluent_kafka  # noqa: E402
 from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
-from app import headers as h  # noqa: E402
+from app.contracts import headers as h  # noqa: E402
 
 PORT = 41592
 PARTITIONS = 3

@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO))
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
 
-from app import headers as h  # noqa: E402
-from app.kafka_config import admin_config, consumer_config, producer_config  # noqa: E402
+from app.contracts import headers as h  # noqa: E402
+from app.kafka.config import admin_config, consumer_config, producer_config  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.integration.test_exactly_once import TERMINAL, failure  # noqa: E402
 from tests.kafka_helpers import locked_codec  # noqa: E402
@@ -814,7 +814,7 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
                      f"{desc['replication_factor']}, min.insync.replicas "
                      f"{desc['min.insync.replicas']}")
     lines += [
-        f"- Producer: `app.kafka_config.producer_config` (acks=all, enable.idempotence=true), "
+        f"- Producer: `app.kafka.config.producer_config` (acks=all, enable.idempotence=true), "
         f"{cfg['rate']:.0f} events/s, {cfg['events']:,} events (the three kinds of "
         "`tests/integration/test_exactly_once.py`: escalated, poisoned, dead-lettered).",
         f"- Seed {cfg['seed']} (faults at random moments: the fraction of outcomes counted "

@@ -25,9 +25,10 @@ TEST_BROKER_PORT = int(os.environ.get("RECOVERY_TEST_KAFKA_PORT", "39092"))
 @pytest.fixture(scope="session", autouse=True)
 def test_broker_ports_reserved() -> Iterator[bool]:
     """The local test brokers' ports (the session broker and its controller, the TLS test's
-    broker with its controller, TLS and SASL_SSL listeners: TEST_BROKER_PORT + 0..500) are
-    kept out of the source ports the suite's clients are given (tests/port_reservation.py)."""
-    ports = {TEST_BROKER_PORT + offset for offset in range(0, 600, 100)}
+    broker with its controller, TLS and SASL_SSL listeners, the shutdown test's broker and
+    its controller: TEST_BROKER_PORT + 0..700) are kept out of the source ports the suite's
+    clients are given (tests/port_reservation.py)."""
+    ports = {TEST_BROKER_PORT + offset for offset in range(0, 800, 100)}
     with reserved_ports(ports) as reserved:
         yield reserved
 

@@ -26,10 +26,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from app import kafka_config
 from app.client.control import CommandReader
-from app.scenarios.conflict_resolution import checksum
-from app.scenarios.watches import resolve_record
+from app.contracts.values import checksum
+from app.contracts.watches import resolve_record
+from app.kafka import config as kafka_config
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app import headers as h
-from app import kafka_config
 from app.client import control as ctl
 from app.client.reporter import FailureReporter
+from app.contracts import headers as h
+from app.contracts.topics import redelivery_topic
+from app.kafka import config as kafka_config
+from app.kafka.topics import wait_for_leaders
 from app.settings import Settings, get_settings
-from app.topics import wait_for_leaders
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], None]
@@ -28,10 +29,6 @@ SAFE_MODE_CONSUMER_CONFIG: dict[str, Any] = {
     "max.partition.fetch.bytes": 65536, "fetch.max.bytes": 1048576,
     "queued.max.messages.kbytes": 1024, "queued.min.messages": 1,
 }
-
-
-def redelivery_topic(group: str) -> str:
-    return f"{group}.redelivery"
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 3, *,

@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from app import headers as h
-from app import kafka_config
+from app.contracts import headers as h
+from app.kafka import config as kafka_config
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,12 @@ from typing import Any
 
 import faust
 
-from app import headers as h
-from app import kafka_config
 from app.client import control as ctl
-from app.client.consumer import SeenReplays, ensure_topic, redelivery_topic
+from app.client.consumer import SeenReplays, ensure_topic
 from app.client.reporter import FailureReporter
+from app.contracts import headers as h
+from app.contracts.topics import redelivery_topic
+from app.kafka import config as kafka_config
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)

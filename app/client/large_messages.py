@@ -29,9 +29,9 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Consumer, KafkaException, Pro
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from app import headers as h
-from app import kafka_config, metrics
 from app.client.reporter import FailureReporter
+from app.contracts import headers as h
+from app.kafka import config as kafka_config
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.assembler import Outcome
@@ -52,6 +52,10 @@ MOVED_MAX_BYTES = 8_000_000
 
 __all__ = ["LargeMessage", "LargeMessageProducer", "MessageTooLarge", "ReassemblingConsumer",
            "FaustReassembler", "TopicLimits", "report_message_too_large"]
+
+
+def _ignore(count: int) -> None:
+    return None
 
 
 class TopicLimits:
@@ -221,9 +225,12 @@ class ReassemblingConsumer:
     def __init__(self, group: str, topics: list[str], settings: Settings | None = None, *,
                  consumer_config: dict[str, Any] | None = None,
                  store: ClaimCheckStore | None = None, producer: Producer | None = None,
-                 reassembler: Reassembler | None = None, expiry_check_s: float = 1.0):
+                 reassembler: Reassembler | None = None, expiry_check_s: float = 1.0,
+                 on_sets_in_progress: Callable[[int], None] | None = None):
         self.settings = settings or get_settings()
         self.group = group
+        # Told the number of fragment sets open after each change (a gauge, for example).
+        self.on_sets_in_progress = on_sets_in_progress or _ignore
         self.store = store if store is not None else store_from_settings(self.settings)
         self.reassembler = reassembler or Reassembler(limits_from_settings(self.settings),
                                                       self.store)
@@ -309,7 +316,7 @@ class ReassemblingConsumer:
                 handed = _Handed([record.position] if last else [],
                                  list(outcome.closed) if last else [])
                 self.pending.append((LargeMessage(whole), handed))
-        metrics.set_fragment_sets_in_progress(self.reassembler.sets_in_progress)
+        self.on_sets_in_progress(self.reassembler.sets_in_progress)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -321,7 +328,7 @@ class ReassemblingConsumer:
         for set_id in outcome.closed:
             self.tracker.release(set_id)
         if outcome.closed:
-            metrics.set_fragment_sets_in_progress(self.reassembler.sets_in_progress)
+            self.on_sets_in_progress(self.reassembler.sets_in_progress)
 
     def _reject(self, outcome: Outcome) -> None:
         for rejected in outcome.rejected:
@@ -412,8 +419,10 @@ class FaustReassembler:
 
     def __init__(self, app: Any, settings: Settings | None = None, *,
                  store: ClaimCheckStore | None = None, reassembler: Reassembler | None = None,
-                 group: str | None = None, expiry_check_s: float = 1.0):
+                 group: str | None = None, expiry_check_s: float = 1.0,
+                 on_sets_in_progress: Callable[[int], None] | None = None):
         self.app = app
+        self.on_sets_in_progress = on_sets_in_progress or _ignore
         self.settings = settings or get_settings()
         self.store = store if store is not None else store_from_settings(self.settings)
         self.reassembler = reassembler or Reassembler(limits_from_settings(self.settings),
@@ -447,7 +456,7 @@ class FaustReassembler:
                     message.value = None
                     event.value = None
                 done = self._release(outcome.closed)
-                metrics.set_fragment_sets_in_progress(self.reassembler.sets_in_progress)
+                self.on_sets_in_progress(self.reassembler.sets_in_progress)
             for whole in outcome.delivered:
                 yield LargeMessage(whole)
             # Back here once the agent has handled what was yielded.
@@ -469,7 +478,7 @@ class FaustReassembler:
             for held in self._release(outcome.closed):
                 held.ack(self.app.consumer)
             if outcome.closed:
-                metrics.set_fragment_sets_in_progress(self.reassembler.sets_in_progress)
+                self.on_sets_in_progress(self.reassembler.sets_in_progress)
 
     async def _reject(self, outcome: Outcome) -> None:
         for rejected in outcome.rejected:

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer
 
-from app import kafka_config
 from app.client import control as ctl
+from app.kafka import config as kafka_config
 from app.settings import Settings, get_settings
 
 TOPIC = "recovery.partition-state"

@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 from confluent_kafka import Message, Producer
 
-from app import headers as h
-from app import kafka_config
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, codec_from_settings
-from app.failure_events import SUBJECT, new_failure_event
+from app.contracts import headers as h
+from app.contracts.failure_event import SUBJECT, new_failure_event
+from app.kafka import config as kafka_config
 from app.settings import Settings, get_settings
 
 

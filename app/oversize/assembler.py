@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app import headers as h
+from app.contracts import headers as h
 from app.oversize import codecs
 from app.oversize import headers as oh
 from app.oversize.records import Incoming, Rejected, Whole

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
-from app import kafka_config
+from app.kafka import config as kafka_config
 from app.oversize.retention import Collection, collectable, referenced_hashes
 from app.oversize.store import ClaimCheckStore
 from app.settings import Settings
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Report:
+class CollectionReport:
     objects: int
     records_scanned: int
     collection: Collection
@@ -74,7 +74,7 @@ def scan_references(settings: Settings, topics: Iterable[str], timeout: float = 
 
 
 def collect(settings: Settings, store: ClaimCheckStore, topics: Iterable[str], *,
-            dry_run: bool = False, now_ms: Callable[[], int] | None = None) -> Report:
+            dry_run: bool = False, now_ms: Callable[[], int] | None = None) -> CollectionReport:
     clock = now_ms or (lambda: int(time.time() * 1000))
     listed = list(store.store.list(store.location.base))
     referenced, scanned = scan_references(settings, topics)
@@ -90,7 +90,7 @@ def collect(settings: Settings, store: ClaimCheckStore, topics: Iterable[str], *
         deleted.append(item.key)
     log.info("object collector: %d objects, %d records scanned, %d deleted%s", len(listed),
              scanned, len(deleted), " (dry run)" if dry_run else "")
-    return Report(len(listed), scanned, plan, deleted)
+    return CollectionReport(len(listed), scanned, plan, deleted)
 
 
 def default_topics(settings: Settings) -> list[str]:

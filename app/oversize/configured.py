@@ -18,11 +18,19 @@ def signing_key(settings: Settings) -> bytes | None:
     return value.encode() if value else None
 
 
+def s3_credentials(settings: Settings) -> tuple[str, str] | None:
+    secret = settings.object_store_secret_access_key
+    if settings.object_store_access_key_id and secret is not None:
+        return settings.object_store_access_key_id, secret.get_secret_value()
+    return None
+
+
 def store_from_settings(settings: Settings) -> ClaimCheckStore:
     return open_store(store_url(settings), settings.object_store_prefix,
                       endpoint_url=settings.object_store_endpoint_url,
                       region=settings.object_store_region, signing_key=signing_key(settings),
-                      refresh_after_ms=settings.object_store_retention_ms // 2)
+                      refresh_after_ms=settings.object_store_retention_ms // 2,
+                      credentials=s3_credentials(settings))
 
 
 def limits_from_settings(settings: Settings) -> AssemblyLimits:

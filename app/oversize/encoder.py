@@ -8,12 +8,12 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 
-from app import headers as h
+from app.contracts import headers as h
+from app.contracts.records import OutRecord
 from app.oversize import codecs
 from app.oversize import headers as oh
 from app.oversize import policy as p
 from app.oversize.store import ClaimCheckStore, StoreError
-from app.routing import OutRecord
 
 # Fragment-set ids are derived from the message id, so publishing one message again (a
 # retried producer, a redelivered failure report) gives the very same set, delivered once.

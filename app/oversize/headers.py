@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from app import headers as h
+from app.contracts import headers as h
 
 OVERSIZE = "recovery.oversize."
 FRAGMENT = "recovery.fragment."

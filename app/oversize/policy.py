@@ -12,6 +12,7 @@ from typing import Any
 
 from app.oversize.codecs import CODECS
 from app.oversize.headers import COMPRESSION, EXTERNAL_STORAGE, FRAGMENTATION, STRATEGIES
+from app.policy.document import PolicyError
 
 # Batch header (61 bytes) and one record's framing (varints, attributes), rounded up.
 RECORD_OVERHEAD = 128
@@ -21,10 +22,6 @@ ESTIMATE_SLACK = 1.25
 # Fragments carry the compressed bytes only when compression saves at least this much.
 WORTH_COMPRESSING = 0.9
 DEFAULT_MAX_FRAGMENTED_BYTES = 1 << 30
-
-
-class PolicyError(ValueError):
-    """A per-topic oversize setting that makes no sense."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import hashlib
 import time
 from collections import OrderedDict
 
-from app import headers as h
+from app.contracts import headers as h
 from app.oversize import codecs
 from app.oversize import headers as oh
 from app.oversize.assembler import Assembler, AssemblyLimits, Outcome

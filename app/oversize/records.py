@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from app import headers as h
+from app.contracts import headers as h
 
 
 @dataclass(frozen=True)

@@ -102,12 +102,16 @@ class S3Store:
 
     @classmethod
     def connect(cls, bucket: str, *, endpoint_url: str | None = None,
-                region: str | None = None) -> S3Store:
+                region: str | None = None,
+                credentials: tuple[str, str] | None = None) -> S3Store:
         import boto3
         from botocore.config import Config
 
+        keys = ({"aws_access_key_id": credentials[0], "aws_secret_access_key": credentials[1]}
+                if credentials else {})
         client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                              config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+                              config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+                              **keys)
         return cls(bucket, client)
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
@@ -211,13 +215,15 @@ class ClaimCheckStore:
 
 def open_store(url: str, prefix: str, *, endpoint_url: str | None = None,
                region: str | None = None, signing_key: bytes | None = None,
-               refresh_after_ms: int | None = None) -> ClaimCheckStore:
+               refresh_after_ms: int | None = None,
+               credentials: tuple[str, str] | None = None) -> ClaimCheckStore:
     location = StoreLocation.parse(url, prefix)
     store: ObjectStore
     if location.scheme == "file":
         store = FileStore(location.container)
     else:
-        store = S3Store.connect(location.container, endpoint_url=endpoint_url, region=region)
+        store = S3Store.connect(location.container, endpoint_url=endpoint_url, region=region,
+                                credentials=credentials)
     kwargs: dict[str, Any] = {}
     if refresh_after_ms is not None:
         kwargs["refresh_after_ms"] = refresh_after_ms

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from app import headers as h
-from app.kafka_config import consumer_config, producer_config
+from app.contracts import headers as h
+from app.kafka.config import consumer_config, producer_config
 from app.replay import rate as rate_limit
 from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
 from app.replay.selection import Predicate
@@ -72,7 +72,7 @@ class Counts:
 
 
 @dataclass
-class Outcome:
+class ReplayOutcome:
     progress: Progress
     run: Counts
     elapsed_s: float
@@ -129,7 +129,7 @@ class Replay:
 
     # ---- the loop ---------------------------------------------------------------------
 
-    def run(self) -> Outcome:
+    def run(self) -> ReplayOutcome:
         # The loop makes a few objects per record and no reference cycles: the cyclic
         # collector, set off by the allocations alone, cost about a tenth of the loop's time.
         collecting = gc.isenabled()
@@ -140,7 +140,7 @@ class Replay:
             if collecting:
                 gc.enable()
 
-    def _run(self) -> Outcome:
+    def _run(self) -> ReplayOutcome:
         started = self.clock()
         topic = self.base.dlq_topic
         todo = self.base.to_read()
@@ -172,9 +172,9 @@ class Replay:
             if self.store is not None:
                 self.store.save(_marked(self.progress, FAILED, self.wall_ms()))
                 self.producer.flush(FLUSH_TIMEOUT_S)  # type: ignore[union-attr]
-            return Outcome(self.progress, self.run_counts, self.clock() - started,
+            return ReplayOutcome(self.progress, self.run_counts, self.clock() - started,
                            interrupted=True, missing=self.missing, delivery_error=str(exc))
-        return Outcome(self.progress, self.run_counts, self.clock() - started,
+        return ReplayOutcome(self.progress, self.run_counts, self.clock() - started,
                        interrupted=interrupted, summary=self.summary, missing=self.missing)
 
     def _batch(self, messages: list[Any]) -> None:

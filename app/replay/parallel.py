@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from app.replay.engine import Counts, Outcome, Replay, make_consumer, make_producer
+from app.replay.engine import Counts, Replay, ReplayOutcome, make_consumer, make_producer
 from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
 from app.replay.selection import Selection, compile_selection
 from app.replay.store import ProgressStore
@@ -122,7 +122,7 @@ def _worker(settings: Settings, portion_json: bytes, target: Target, selection: 
 def run_parallel(settings: Settings, progress: Progress, target: Target, selection: Selection,
                  workers: int, *, store: ProgressStore, producer: Callable[[], Producer],
                  rate: float | None, stop: Callable[[], bool],
-                 on_progress: Callable[[Progress], None] | None = None) -> Outcome:
+                 on_progress: Callable[[Progress], None] | None = None) -> ReplayOutcome:
     """The replay over ``workers`` processes; ``store`` keeps the merged progress, with the
     producer made by ``producer`` once the workers are forked."""
     started = time.monotonic()
@@ -194,7 +194,7 @@ def run_parallel(settings: Settings, progress: Progress, target: Target, selecti
         missing.update(r["missing"])
     if errors and not delivery:
         raise RuntimeError(errors[0])
-    return Outcome(final, counts, time.monotonic() - started, interrupted=state != DONE,
+    return ReplayOutcome(final, counts, time.monotonic() - started, interrupted=state != DONE,
                    missing=missing, delivery_error=delivery)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from app import headers as h
+from app.contracts import headers as h
 
 
 class SelectionError(ValueError):

@@ -8,7 +8,7 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from app.kafka_config import consumer_config
+from app.kafka.config import consumer_config
 from app.replay.progress import Progress
 from app.settings import Settings
 

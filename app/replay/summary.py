@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
-from app import headers as h
+from app.contracts import headers as h
 
 Row = tuple[str, str, str, str]  # original topic, consumer group, error type, target
 COLUMNS = ("original topic", "consumer group", "error type", "target", "records")

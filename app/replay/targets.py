@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from app import headers as h
-from app.client.consumer import redelivery_topic
+from app.contracts import headers as h
+from app.contracts.topics import redelivery_topic
 
 ORIGINAL = "original"
 REDELIVERY = "redelivery"

@@ -34,15 +34,15 @@ from typing import Any
 import faust
 import orjson
 
-from app import headers as h
-from app import lifecycle
 from app.client import cache as cc
-from app.routing import OutRecord
-from app.scenarios import watches as w
-from app.scenarios.conflict_resolution import Resolution, Version, checksum, resolve
-from app.scenarios.incidents import detail_of, note_report
-from app.scenarios.state_policy import CachePolicy, load_state_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.pipeline.conflicts import Resolution, Version, checksum, resolve
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.state import CachePolicy
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -313,18 +313,20 @@ class CacheConflictStrategy(BaseStrategy):
             await self.command(disable)
         common = {"failure_event_id": event_id, "classification": data.get("classification")}
         await self.pipeline.emit(
-            CACHE_RECOVERY_COMPLETED, watch.incident_id, step_id=f"{event_id}:cache-recovery",
+            CACHE_RECOVERY_COMPLETED, watch.incident_id,
+            step_id=lifecycle.step_id(event_id, "cache-recovery"),
             payload={"cacheKey": key, "recoveryMethod": "database_refresh", "success": valid,
                      "cachingDisabled": not valid, "disabledUntil": disabled_until,
                      "fallbackToDatabase": not valid, "verification": why}, **common)
         if valid:
             # The incident completes the generic way (recovery/recovery_completed).
-            await self.pipeline.send(OutRecord(self.pipeline.commands_name,
+            await self.pipeline.send(OutRecord(self.pipeline.topics.commands,
                                                watch.incident_id.encode(), b"",
                                                [(h.COMMAND, b"ack")]))
         else:
             await self.pipeline.emit(
-                lifecycle.ESCALATED, watch.incident_id, step_id=f"{event_id}:escalated",
+                lifecycle.ESCALATED, watch.incident_id,
+                step_id=lifecycle.step_id(event_id, "escalated"),
                 outcome="escalated",
                 payload={"reason": "persistent_corruption", "cacheKey": key,
                          "cachingDisabledUntil": disabled_until,
@@ -408,7 +410,8 @@ class CacheConflictStrategy(BaseStrategy):
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
         await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=f"{event_id}:{step}", failure_event_id=event_id,
+                                 step_id=lifecycle.step_id(event_id, step),
+                                 failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
@@ -418,5 +421,5 @@ class CacheConflictStrategy(BaseStrategy):
 
 
 def install(app: Any, pipeline: Any) -> CacheConflictStrategy:
-    policy = load_state_policies(pipeline.settings.policy_file).cache
+    policy = pipeline.state_policies.cache
     return CacheConflictStrategy(app, pipeline, policy)

@@ -24,12 +24,13 @@ from typing import Any
 
 import orjson
 
-from app import decisions as d
-from app import health, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
-from app.scenarios.incidents import classification_of, detail_of, note_report
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.pipeline import decide as d
+from app.pipeline import health
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +144,15 @@ class ConsumerCrashStrategy(BaseStrategy):
         log.warning("minor consumer error (%s) in %s: %s", ctx.classification.severity,
                     consumer_of(event), event["error"]["message"])
         common = {"failure_event_id": event_id, "classification": ctx.classification.as_record()}
-        await self.pipeline.emit(ERROR_LOGGED, incident_id, step_id=f"{event_id}:logged",
+        await self.pipeline.emit(ERROR_LOGGED, incident_id,
+                                 step_id=lifecycle.step_id(event_id, "logged"),
                                  payload={"consumerId": consumer_of(event),
                                           "severity": ctx.classification.severity,
                                           "error": event["error"]["message"],
                                           "processingContinues": True}, **common)
         await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
-                                 step_id=f"{event_id}:completed", outcome="completed",
+                                 step_id=lifecycle.step_id(event_id, "completed"),
+                                 outcome="completed",
                                  payload={"action": "logged", "processingContinues": True},
                                  **common)
 
@@ -188,7 +191,8 @@ class ConsumerCrashStrategy(BaseStrategy):
         if (incident.classification or {}).get("type") != CRASH_TYPE:
             return
         await pipeline.emit(CONSUMER_RECOVERED, incident.incident_id,
-                            step_id=f"{incident.incident_id}:{incident.cycle}:consumer-recovered",
+                            step_id=lifecycle.step_id(incident.incident_id, "consumer-recovered",
+                                                      cycle=incident.cycle),
                             attempt=incident.attempts, classification=incident.classification,
                             payload={"consumerId": incident.consumer_group,
                                      "recoveredEvent": {"incidentId": incident.incident_id},
@@ -214,7 +218,7 @@ class ConsumerCrashStrategy(BaseStrategy):
                         command: ctl.ControlCommand, extra: dict[str, Any]) -> None:
         event_id = ctx.event["event_id"]
         await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=f"{event_id}:{step}",
+                                 step_id=lifecycle.step_id(event_id, step),
                                  failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  attempt=ctx.incident.attempts,

@@ -35,14 +35,15 @@ from typing import Any
 import faust
 import orjson
 
-from app import health, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.pipeline import health
+from app.pipeline.strategy import BaseStrategy
+from app.policy.state import CoordinationPolicy
 from app.scenarios import cache_conflicts, network_partition
 from app.scenarios import consumer_crash as crash
-from app.scenarios import watches as w
-from app.scenarios.state_policy import CoordinationPolicy, load_state_policies
-from app.strategies import BaseStrategy
+from app.scenarios.shared import watches as w
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,8 @@ class Coordinator(BaseStrategy):
         plan = create_plan(plan_id, analyze(active_patterns(state, now, self.window_ms)),
                            self.policy)
         incident_id = f"coordination:{plan_id}"
-        await self.pipeline.emit(PLANNED, incident_id, step_id=f"{incident_id}:planned",
+        await self.pipeline.emit(PLANNED, incident_id,
+                                 step_id=lifecycle.step_id(incident_id, "planned"),
                                  payload={**plan.to_json(), "runsAt": now + self.settle_ms,
                                           "windowMs": self.window_ms})
         await self.watches.start(w.Watch(f"plan:{plan_id}", PLAN_WATCH, incident_id, now,
@@ -394,7 +396,7 @@ class Coordinator(BaseStrategy):
         # No `outcome`: a plan is not a failure's incident (every failure event keeps its
         # own one terminal outcome); its verdict is `success` in the payload.
         await self.pipeline.emit(COMPLETED, watch.incident_id,
-                                 step_id=f"{watch.incident_id}:completed",
+                                 step_id=lifecycle.step_id(watch.incident_id, "completed"),
                                  payload={"planId": plan.plan_id, **result})
 
     async def run_step(self, plan: Plan, step: Step) -> StepResult:
@@ -466,5 +468,4 @@ class Coordinator(BaseStrategy):
 
 
 def install(app: Any, pipeline: Any) -> Coordinator:
-    return Coordinator(app, pipeline, load_state_policies(pipeline.settings.policy_file)
-                       .coordination)
+    return Coordinator(app, pipeline, pipeline.state_policies.coordination)

@@ -35,14 +35,16 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from app import decisions as d
-from app import headers as h
-from app import lifecycle, routing
-from app.failure_events import SUBJECT as FAILURE_SUBJECT
-from app.scenarios.incidents import classification_of, detail_of, note_report
-from app.scenarios.routing_policy import DeliveryPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
-from app.topics import TopicSpec, load_topic_specs
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.failure_event import SUBJECT as FAILURE_SUBJECT
+from app.contracts.records import OutRecord
+from app.kafka.topics import TopicSpec, load_topic_specs
+from app.pipeline import decide as d
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import DeliveryPolicy
+from app.scenarios.shared.incidents import classification_of, detail_of, note_report
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +212,8 @@ def delivery_failed_fields(event: dict[str, Any]) -> dict[str, Any]:
 def create_topic(settings: Any, spec: TopicSpec) -> None:
     from confluent_kafka.admin import AdminClient
 
-    from app.kafka_config import admin_config
-    from app.topics import apply_topics
+    from app.kafka.config import admin_config
+    from app.kafka.topics import apply_topics
 
     apply_topics(AdminClient(admin_config(settings)), [spec], timeout=15)
 
@@ -223,7 +225,7 @@ class EventDeliveryStrategy(BaseStrategy):
     def __init__(self, pipeline: Any):
         self.pipeline = pipeline
         self.settings = pipeline.settings
-        self.policy = load_scenario_policies(pipeline.settings.policy_file).delivery
+        self.policy = pipeline.scenario_policies.delivery
         self.failures_topic = pipeline.settings.topic("recovery.failures")
 
     def reported_fields(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -243,13 +245,13 @@ class EventDeliveryStrategy(BaseStrategy):
             ctx.incidents[incident_id] = noted.to_json()
         children = []
         for consumer in consumers:
-            child = child_event(event, incident_id, consumer, self.policy)
+            child = child_event(event.raw, incident_id, consumer, self.policy)
             children.append(child["work_item_id"])
-            await self.pipeline.send(routing.OutRecord(
+            await self.pipeline.send(OutRecord(
                 self.failures_topic, child["work_item_id"].encode(),
                 self.pipeline.codec.encode(FAILURE_SUBJECT, child), []))
         # The parent's own outcome: "split"; each child then ends in one of the usual ones.
-        await self.pipeline.emit(SPLIT, incident_id, step_id=f"{event_id}:split",
+        await self.pipeline.emit(SPLIT, incident_id, step_id=lifecycle.step_id(event_id, "split"),
                                  failure_event_id=event_id, outcome=SPLIT_OUTCOME,
                                  classification=ctx.classification.as_record(),
                                  payload={"consumers": consumers, "childIncidents": children,
@@ -277,7 +279,8 @@ class EventDeliveryStrategy(BaseStrategy):
                                   **{ALTERNATIVE_HEADER: "1"})
         await self.pipeline.send(routing.moved(topic, original, headers))
         await self.pipeline.emit(ALTERNATIVE_DELIVERY, incident.incident_id,
-                                 step_id=f"{event['event_id']}:alternative-delivery",
+                                 step_id=lifecycle.step_id(event["event_id"],
+                                                           "alternative-delivery"),
                                  failure_event_id=event["event_id"],
                                  classification=ctx.classification.as_record(),
                                  attempt=incident.attempts,
@@ -308,7 +311,7 @@ class EventDeliveryStrategy(BaseStrategy):
                                   fallback=fallback, creation_error=str(exc))
             else:
                 await self.pipeline.emit(TOPIC_CREATED, incident_id,
-                                         step_id=f"{event_id}:topic-created",
+                                         step_id=lifecycle.step_id(event_id, "topic-created"),
                                          payload={"topicName": topic,
                                                   "partitions": step.spec.partitions,
                                                   "replicationFactor":
@@ -317,7 +320,8 @@ class EventDeliveryStrategy(BaseStrategy):
         if isinstance(step, EscalateTopic):
             self.record(ctx, "escalated", step.reason)
             await self.pipeline.emit(lifecycle.ESCALATED, incident_id,
-                                     step_id=f"{event_id}:escalated", outcome="escalated",
+                                     step_id=lifecycle.step_id(event_id, "escalated"),
+                                     outcome="escalated",
                                      payload={"reason": step.reason, "topicName": topic,
                                               "handler": "handleTopicNotFound",
                                               "recommendedAction":
@@ -337,19 +341,20 @@ class EventDeliveryStrategy(BaseStrategy):
             delivered = True
         if isinstance(step, UseFallback):
             await self.pipeline.emit(REROUTED_TO_FALLBACK, incident_id,
-                                     step_id=f"{event_id}:fallback-topic",
+                                     step_id=lifecycle.step_id(event_id, "fallback-topic"),
                                      payload={"topicName": topic, "fallbackTopic": target,
                                               "delivered": delivered}, **common)
         else:
             await self.pipeline.emit(lifecycle.REDELIVERED, incident_id,
-                                     step_id=f"{event_id}:redelivered",
+                                     step_id=lifecycle.step_id(event_id, "redelivered"),
                                      payload={"target": target, "delivered": delivered},
                                      **common)
         action = "topic_created" if isinstance(step, CreateTopic) else "fallback_topic"
         self.record(ctx, "completed", action)
         first = incident.first_failure_ms
         await self.pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
-                                 step_id=f"{incident_id}:{incident.cycle}:completed",
+                                 step_id=lifecycle.step_id(incident_id, "completed",
+                                                           cycle=incident.cycle),
                                  outcome="completed",
                                  duration_ms=lifecycle.now_ms() - first if first else None,
                                  payload={"action": action, "target": target,

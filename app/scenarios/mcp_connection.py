@@ -43,13 +43,15 @@ from typing import Any
 
 import orjson
 
-from app import decisions as d
-from app import headers as h
-from app import lifecycle, routing
-from app.scenarios import tool_registry as reg
-from app.scenarios.incidents import detail_of
-from app.scenarios.routing_policy import Fallback, McpPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.pipeline import decide as d
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import Fallback, McpPolicy
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared.incidents import detail_of
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +301,7 @@ class McpConnectionStrategy(BaseStrategy):
         import faust
 
         self.pipeline = pipeline
-        self.policy = load_scenario_policies(pipeline.settings.policy_file).mcp
+        self.policy = pipeline.scenario_policies.mcp
         self.registry = reg.ensure(app, pipeline)
         self.plans = app.Table("mcp-routes", default=None, schema=faust.Schema(
             key_type=str, key_serializer="raw", value_serializer="json"))
@@ -383,7 +385,8 @@ class McpConnectionStrategy(BaseStrategy):
                     topic, original.key, original.value,
                     h.with_context(original.headers, headers),
                     **{ROUTED_SERVER_HEADER: server}))
-                await pipeline.emit(TOOL_REROUTED, incident_id, step_id=f"{event_id}:rerouted",
+                await pipeline.emit(TOOL_REROUTED, incident_id,
+                                    step_id=lifecycle.step_id(event_id, "rerouted"),
                                     payload={**base, "toServer": server, "topic": topic,
                                              "reason": reason,
                                              "attemptedAlternatives": list(plan.attempted)},
@@ -393,7 +396,8 @@ class McpConnectionStrategy(BaseStrategy):
                     topic, original.key, original.value,
                     h.with_context(original.headers, headers),
                     **{DEGRADED_HEADER: USING_FALLBACK}))
-                await pipeline.emit(TOOL_REROUTED, incident_id, step_id=f"{event_id}:rerouted",
+                await pipeline.emit(TOOL_REROUTED, incident_id,
+                                    step_id=lifecycle.step_id(event_id, "rerouted"),
                                     payload={**base, "toServer": None, "topic": topic,
                                              "reason": "fallback_implementation",
                                              "degradationReason": USING_FALLBACK,
@@ -402,12 +406,12 @@ class McpConnectionStrategy(BaseStrategy):
             case ReturnDegraded(reason=reason, result=result, cached_at=cached_at):
                 reply_to = reg.reply_topic_of(original.headers, self.policy.reply_header)
                 if reply_to:
-                    await pipeline.send(routing.OutRecord(
+                    await pipeline.send(OutRecord(
                         reply_to, original.key, degraded_reply(plan.tool, step, incident_id),
                         h.with_context(h.without(original.headers, (self.policy.reply_header,)),
                                        {DEGRADED_HEADER: reason, h.INCIDENT_ID: incident_id})))
                 await pipeline.emit(DEGRADED_RESULT, incident_id,
-                                    step_id=f"{event_id}:degraded-result",
+                                    step_id=lifecycle.step_id(event_id, "degraded-result"),
                                     payload={**base, "degraded": True,
                                              "degradationReason": reason, "result": result,
                                              "cachedAt": cached_at, "replyTopic": reply_to,
@@ -415,7 +419,8 @@ class McpConnectionStrategy(BaseStrategy):
                                     **common)
                 first = incident.first_failure_ms
                 await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident_id,
-                                    step_id=f"{incident_id}:{incident.cycle}:completed",
+                                    step_id=lifecycle.step_id(incident_id, "completed",
+                                                              cycle=incident.cycle),
                                     outcome="completed",
                                     duration_ms=lifecycle.now_ms() - first if first else None,
                                     payload={"degraded": True, "degradationReason": reason,
@@ -423,7 +428,8 @@ class McpConnectionStrategy(BaseStrategy):
                                     **common)
             case EscalateRouting(reason=reason, attempted=attempted, recommended_action=action):
                 await pipeline.emit(lifecycle.ESCALATED, incident_id,
-                                    step_id=f"{event_id}:escalated", outcome="escalated",
+                                    step_id=lifecycle.step_id(event_id, "escalated"),
+                                    outcome="escalated",
                                     payload={**base, "reason": reason, "error": ROUTING_ERROR,
                                              "originalError": {
                                                  "type": event["error"]["type"],

@@ -24,18 +24,20 @@ import asyncio
 import logging
 from typing import Any
 
-from app import headers as h
-from app import lifecycle, routing
 from app.client.large_messages import TopicLimits
-from app.decisions import Incident
-from app.lifecycle import now_ms
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.clock import now_ms
+from app.contracts.records import OutRecord
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.configured import limits_from_settings, policy_for, store_from_settings
 from app.oversize.encoder import Encoded, MessageTooLarge, encode
 from app.oversize.reassembly import Reassembler
 from app.oversize.records import Incoming
-from app.strategies import BaseStrategy, StrategyContext
+from app.pipeline import outcomes as routing
+from app.pipeline.decide import Incident
+from app.pipeline.strategy import BaseStrategy, StrategyContext
 
 log = logging.getLogger(__name__)
 KIND = "EVENT_DELIVERY_FAILED"
@@ -92,7 +94,7 @@ class MessageTooLargeStrategy(BaseStrategy):
         return self._limits.of(topic)
 
     async def handle(self, ctx: StrategyContext) -> None:
-        event, pipeline = ctx.event, ctx.pipeline
+        event, pipeline = ctx.event, ctx.services
         event_id = event["event_id"]
         incident = ctx.incident
         detail = detail_of(event)
@@ -130,7 +132,7 @@ class MessageTooLargeStrategy(BaseStrategy):
             return
         for record in encoded.records:
             value = record.value
-            await pipeline.send(routing.OutRecord(
+            await pipeline.send(OutRecord(
                 record.topic, record.key,
                 bytes(value) if isinstance(value, memoryview | bytearray) else value,
                 record.headers))
@@ -140,11 +142,11 @@ class MessageTooLargeStrategy(BaseStrategy):
                 "strategiesAttempted": [a.strategy for a in encoded.attempts],
                 "attempts": [str(a) for a in encoded.attempts]}
         await pipeline.emit(lifecycle.REDELIVERED, incident.incident_id,
-                            step_id=f"{event_id}:oversize-redelivered",
+                            step_id=lifecycle.step_id(event_id, "oversize-redelivered"),
                             payload={"target": target, **done}, **common)
         self._record(ctx, "completed", f"re-published by {encoded.strategy or 'none'}")
         await pipeline.emit(lifecycle.RECOVERY_COMPLETED, incident.incident_id,
-                            step_id=f"{event_id}:completed", outcome="completed",
+                            step_id=lifecycle.step_id(event_id, "completed"), outcome="completed",
                             payload=done, **common)
 
     def _unpack(self, original: routing.Original) -> Any:
@@ -162,9 +164,9 @@ class MessageTooLargeStrategy(BaseStrategy):
     async def _escalate(self, ctx: StrategyContext, common: dict[str, Any],
                         facts: dict[str, Any], attempted: list[str], reason: str) -> None:
         self._record(ctx, "escalated", reason)
-        await ctx.pipeline.emit(
+        await ctx.services.emit(
             lifecycle.ESCALATED, ctx.incident.incident_id,
-            step_id=f"{ctx.event['event_id']}:escalated", outcome="escalated",
+            step_id=lifecycle.step_id(ctx.event.event_id, "escalated"), outcome="escalated",
             payload={"reason": reason, "error": MESSAGE_TOO_LARGE_ERROR,
                      "strategiesAttempted": attempted, **facts,
                      "recommendedAction": "raise the topic's max.message.bytes, enable a "
@@ -175,10 +177,11 @@ class MessageTooLargeStrategy(BaseStrategy):
                       common: dict[str, Any], reason: str) -> None:
         self._record(ctx, "poisoned", reason)
         headers = routing.context(ctx.event, original, ctx.incident, ctx.classification)
-        await ctx.pipeline.send(routing.moved(ctx.pipeline.poison_name, original,
+        await ctx.services.send(routing.moved(ctx.services.topics.poison, original,
                                               {**headers, h.REASON: reason}))
-        await ctx.pipeline.emit(lifecycle.POISONED, ctx.incident.incident_id,
-                                step_id=f"{ctx.event['event_id']}:poisoned", outcome="poisoned",
+        await ctx.services.emit(lifecycle.POISONED, ctx.incident.incident_id,
+                                step_id=lifecycle.step_id(ctx.event.event_id, "poisoned"),
+                                outcome="poisoned",
                                 payload={"reason": reason}, **common)
 
     def _record(self, ctx: StrategyContext, state: str, what: str) -> None:

@@ -33,15 +33,16 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from app import kafka_config, lifecycle
 from app.client import control as ctl
-from app.routing import OutRecord
-from app.scenarios import watches as w
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.kafka import config as kafka_config
+from app.pipeline.conflicts import Resolution, Version, in_conflict, resolve
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.state import PartitionPolicy
 from app.scenarios.cache_conflicts import state_record
-from app.scenarios.conflict_resolution import Resolution, Version, in_conflict, resolve
-from app.scenarios.incidents import detail_of, note_report, occurred_ms
-from app.scenarios.state_policy import PartitionPolicy, load_state_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, note_report, occurred_ms
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +293,8 @@ class NetworkPartitionStrategy(BaseStrategy):
         data = watch.data
         now = lifecycle.now_ms()
         await self.pipeline.emit(
-            lifecycle.ESCALATED, watch.incident_id, step_id=f"{data['eventId']}:not-healed",
+            lifecycle.ESCALATED, watch.incident_id,
+            step_id=lifecycle.step_id(data["eventId"], "not-healed"),
             failure_event_id=data["eventId"], classification=data.get("classification"),
             outcome="escalated",
             payload={"reason": "partition_not_healed", "partitionId": data["partitionId"],
@@ -394,13 +396,14 @@ class NetworkPartitionStrategy(BaseStrategy):
                    payload: dict[str, Any], outcome: str | None = None) -> None:
         event_id = ctx.event["event_id"]
         await self.pipeline.emit(event_type, ctx.incident.incident_id,
-                                 step_id=f"{event_id}:{step}", failure_event_id=event_id,
+                                 step_id=lifecycle.step_id(event_id, step),
+                                 failure_event_id=event_id,
                                  classification=ctx.classification.as_record(),
                                  outcome=outcome, payload=payload)
 
 
 def install(app: Any, pipeline: Any) -> NetworkPartitionStrategy:
-    policy = load_state_policies(pipeline.settings.policy_file).partition
+    policy = pipeline.state_policies.partition
     strategy = NetworkPartitionStrategy(app, pipeline, policy)
     app.network_partition_strategy = strategy
     return strategy

@@ -37,13 +37,15 @@ from typing import Any
 
 import orjson
 
-from app import headers as h
-from app import lifecycle, routing
-from app.scenarios import tool_registry as reg
-from app.scenarios import watches as w
-from app.scenarios.incidents import detail_of, occurred_ms
-from app.scenarios.routing_policy import DiscoveryPolicy, McpPolicy, load_scenario_policies
-from app.strategies import BaseStrategy, StrategyContext
+from app.contracts import headers as h
+from app.contracts import lifecycle
+from app.contracts.records import OutRecord
+from app.pipeline import outcomes as routing
+from app.pipeline.strategy import BaseStrategy, StrategyContext
+from app.policy.routing import DiscoveryPolicy, McpPolicy
+from app.scenarios.shared import tool_registry as reg
+from app.scenarios.shared import watches as w
+from app.scenarios.shared.incidents import detail_of, occurred_ms
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +273,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
         import faust
 
         self.pipeline = pipeline
-        policies = load_scenario_policies(pipeline.settings.policy_file)
+        policies = pipeline.scenario_policies
         self.policy = policies.discovery
         self.servers = policies.mcp
         self.registry = reg.ensure(app, pipeline)
@@ -336,12 +338,12 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                  deadline, {**data,
                                                             "attempted": [REGISTRY_REFRESH,
                                                                           SERVER_QUERY]}))
-                await self.pipeline.send(routing.OutRecord(
+                await self.pipeline.send(OutRecord(
                     self.queries_topic, str(data["tool"]).encode(),
                     query_record(watch_id, data["tool"], data["description"],
                                  self.watches.topic_name, deadline), []))
                 await self.pipeline.emit(SERVERS_QUERIED, incident_id,
-                                         step_id=f"{event_id}:servers-queried",
+                                         step_id=lifecycle.step_id(event_id, "servers-queried"),
                                          payload={"toolName": data["tool"], "queryId": watch_id,
                                                   "timeoutMs": timeout,
                                                   "queryTopic": self.queries_topic,
@@ -355,7 +357,7 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                                      "attempted": [*data["attempted"],
                                                                    SEMANTIC_MATCHING]}))
                 await self.pipeline.emit(SEMANTIC_MATCH_FOUND, incident_id,
-                                         step_id=f"{event_id}:semantic-match",
+                                         step_id=lifecycle.step_id(event_id, "semantic-match"),
                                          payload={"requestedTool": data["tool"],
                                                   "suggestedTool": suggested["tool"],
                                                   "similarity": score,
@@ -369,7 +371,8 @@ class ToolDiscoveryStrategy(BaseStrategy):
                                          **common)
             case NotFound(strategies_attempted=attempted, recommendations=advice):
                 await self.pipeline.emit(
-                    lifecycle.ESCALATED, incident_id, step_id=f"{event_id}:escalated",
+                    lifecycle.ESCALATED, incident_id,
+                    step_id=lifecycle.step_id(event_id, "escalated"),
                     outcome="escalated",
                     payload={"reason": f"no discovery strategy found {data['tool']}",
                              "error": NOT_FOUND_ERROR, "toolName": data["tool"],
@@ -387,14 +390,14 @@ class ToolDiscoveryStrategy(BaseStrategy):
                 **{RESOLVED_TOOL_HEADER: step.tool, STRATEGY_HEADER: step.strategy}))
             routed = step.topic
         await self.pipeline.emit(TOOL_DISCOVERED, incident_id,
-                                 step_id=f"{event_id}:discovered",
+                                 step_id=lifecycle.step_id(event_id, "discovered"),
                                  failure_event_id=event_id,
                                  classification=data["classification"],
                                  payload={"toolName": data["tool"], "strategy": step.strategy,
                                           "tool": step.descriptor, "routedTo": routed,
                                           "strategiesAttempted": data["attempted"]})
-        await self.pipeline.send(routing.OutRecord(
-            self.pipeline.commands_name, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
+        await self.pipeline.send(OutRecord(
+            self.pipeline.topics.commands, incident_id.encode(), b"", [(h.COMMAND, b"ack")]))
 
     # ---- continuations, in the watch agent ----------------------------------------------
 
@@ -427,7 +430,8 @@ class ToolDiscoveryStrategy(BaseStrategy):
 
     async def declined(self, data: dict[str, Any], reason: str, by: Any) -> None:
         await self.pipeline.emit(SEMANTIC_MATCH_DECLINED, data["incident_id"],
-                                 step_id=f"{data['event_id']}:semantic-match-declined",
+                                 step_id=lifecycle.step_id(data["event_id"],
+                                                           "semantic-match-declined"),
                                  failure_event_id=data["event_id"],
                                  classification=data["classification"],
                                  payload={"requestedTool": data["tool"],

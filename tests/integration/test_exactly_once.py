@@ -16,8 +16,8 @@ import time
 import pytest
 from confluent_kafka import Producer
 
-from app.failure_events import new_failure_event
-from app.kafka_config import producer_config
+from app.contracts.failure_event import new_failure_event
+from app.kafka.config import producer_config
 from app.settings import Settings
 from tests.integration.test_pipeline import caught_up
 from tests.kafka_helpers import TopicReader, locked_codec

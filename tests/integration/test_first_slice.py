@@ -10,8 +10,8 @@ from confluent_kafka import Consumer, Producer
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
-from app.failure_events import new_failure_event
-from app.headers import ORIGINAL_TOPIC, REASON, header_value
+from app.contracts.failure_event import new_failure_event
+from app.contracts.headers import ORIGINAL_TOPIC, REASON, header_value
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

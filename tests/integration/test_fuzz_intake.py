@@ -9,8 +9,8 @@ import struct
 import pytest
 from confluent_kafka import Producer
 
-from app import headers as h
-from app.failure_events import SUBJECT, new_failure_event
+from app.contracts import headers as h
+from app.contracts.failure_event import SUBJECT, new_failure_event
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from app import headers as h
-from app.failure_events import SUBJECT, new_failure_event
-from app.kafka_config import producer_config
+from app.contracts import headers as h
+from app.contracts.failure_event import SUBJECT, new_failure_event
+from app.kafka.config import producer_config
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 

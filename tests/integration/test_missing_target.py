@@ -3,9 +3,9 @@ retry agent does not wait on the missing topic, so the next retry still goes out
 
 import pytest
 
-from app import headers as h
 from app.client import FailureReporter
 from app.client.consumer import ensure_topic
+from app.contracts import headers as h
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 

@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app.offset_gaps import read_range
+from app.worker.offset_gaps import read_range
 
 pytestmark = pytest.mark.integration
 

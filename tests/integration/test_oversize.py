@@ -24,9 +24,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app import headers as h
 from app.client.consumer import ensure_topic
 from app.client.large_messages import LargeMessage, LargeMessageProducer, ReassemblingConsumer
+from app.contracts import headers as h
 from app.oversize import headers as oh
 from app.oversize import policy as op
 from app.oversize.encoder import encode

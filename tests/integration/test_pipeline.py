@@ -9,9 +9,9 @@ import orjson
 import pytest
 from confluent_kafka import Message, Producer
 
-from app import headers as h
 from app.client import FailureReporter, RecoveringConsumer
-from app.retry_tiers import DUE_TOLERANCE_MS
+from app.contracts import headers as h
+from app.pipeline.retry.tiers import DUE_TOLERANCE_MS
 from app.settings import Settings
 from tests.kafka_helpers import (
     WORKER_INPUTS,
@@ -305,7 +305,8 @@ def test_down_consumer_has_retries_held_and_dead_letters_replayed(
     settings = client_settings(fast_env)
     bootstrap = settings.kafka_bootstrap_servers
     group = f"{topic_prefix}mailer"
-    from app.client.consumer import ensure_topic, redelivery_topic
+    from app.client.consumer import ensure_topic
+    from app.contracts.topics import redelivery_topic
 
     ensure_topic(bootstrap, redelivery_topic(group))
     worker_factory()

@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from app import headers as h
 from app.client.consumer import RecoveringConsumer
-from app.dead_letters import read_dead_letters
+from app.contracts import headers as h
+from app.kafka.dead_letters import read_dead_letters
 from app.replay.store import ProgressStore
 from app.settings import Settings
 from tests.conftest import REPO, run_cli, wait_until

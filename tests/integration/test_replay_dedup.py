@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Message, Producer
 
-from app import headers as h
 from app.client import RecoveringConsumer
 from app.client.consumer import ensure_topic, redelivery_topic
+from app.contracts import headers as h
 from tests.conftest import wait_until
 from tests.integration.test_pipeline import ConsumerThread, client_settings
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from app import kafka_config
 from app.client import FailureReporter, RecoveringConsumer
 from app.client.consumer import ensure_topic
+from app.kafka import config as kafka_config
 from app.settings import Settings
 from tests.conftest import REPO, wait_until
 from tests.integration.test_pipeline import ConsumerThread, client_settings

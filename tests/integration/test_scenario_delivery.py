@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from app import headers as h
 from app.client import FailureReporter
 from app.client.consumer import ensure_topic, redelivery_topic
-from app.kafka_config import consumer_config
+from app.contracts import headers as h
+from app.kafka.config import consumer_config
 from app.scenarios import event_delivery as ev
 from app.settings import REPO_ROOT
 from tests.conftest import wait_until

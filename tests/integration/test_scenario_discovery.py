@@ -10,12 +10,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer
 
-from app import headers as h
 from app.client import FailureReporter
 from app.client.consumer import ensure_topic
-from app.kafka_config import consumer_config
+from app.contracts import headers as h
+from app.kafka.config import consumer_config
 from app.scenarios import tool_discovery as t
-from app.scenarios.tool_registry import QUERIES_TOPIC, TOPIC, ToolDirectoryClient, ToolEntry
+from app.scenarios.shared.tool_registry import QUERIES_TOPIC, TOPIC, ToolDirectoryClient, ToolEntry
 from tests.integration.test_pipeline import caught_up, client_settings, types_for
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 

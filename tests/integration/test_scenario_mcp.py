@@ -11,12 +11,12 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from app import headers as h
 from app.client import FailureReporter
 from app.client.consumer import ensure_topic
-from app.kafka_config import consumer_config, producer_config
+from app.contracts import headers as h
+from app.kafka.config import consumer_config, producer_config
 from app.scenarios import mcp_connection as m
-from app.scenarios.tool_registry import ToolDirectoryClient, ToolEntry
+from app.scenarios.shared.tool_registry import ToolDirectoryClient, ToolEntry
 from tests.integration.test_pipeline import client_settings, types_for
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 

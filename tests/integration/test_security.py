@@ -19,10 +19,10 @@ import pytest
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from app import kafka_config
 from app.client import FailureReporter, RecoveringConsumer
 from app.client.consumer import ensure_topic
-from app.dead_letters import read_dead_letters
+from app.kafka import config as kafka_config
+from app.kafka.dead_letters import read_dead_letters
 from app.settings import Settings
 from tests.conftest import LAUNCHER, REPO, TEST_BROKER_PORT, WorkerProcess, free_port
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec

@@ -1,7 +1,7 @@
 import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from app.topics import load_topic_specs
+from app.kafka.topics import load_topic_specs
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.integration

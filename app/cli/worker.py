@@ -1,0 +1,34 @@
+"""`recovery worker`: the Faust worker, until stopped."""
+
+from __future__ import annotations
+
+import click
+
+from app.cli.common import cluster_size
+from app.settings import get_settings
+
+
+@click.command("worker")
+@click.option("--loglevel", default=None, help="Worker log level (default RECOVERY_LOG_LEVEL).")
+def worker(loglevel: str | None) -> None:
+    """Run the recovery worker (Faust) until stopped."""
+    from app.worker.app import create_app
+    from app.worker.shutdown import worker_with_deadline
+
+    settings = get_settings()
+    replication = min(3, cluster_size())
+    app = create_app(settings, replication_factor=replication)
+    # SIGTERM/SIGINT: exit within RECOVERY_SHUTDOWN_TIMEOUT_S even with no broker answering;
+    # a second signal exits at once (app/worker/shutdown.py).
+    worker = worker_with_deadline(app, settings.shutdown_timeout_s,
+                                  loglevel or settings.log_level)
+    # Faust's terminal spinner puts the root logger at DEBUG (to spin on every record) when
+    # the level is WARN or above: every library's debug line is then built and dropped, which
+    # cost a third of the worker's time. No spinner, and the level given is the level used.
+    worker.spinner = None
+    # Before the group join: a changelog the group leader cannot see yet left the worker in
+    # its group with no assignment (app/kafka/changelogs.py).
+    from app.kafka.changelogs import ensure_changelogs
+
+    ensure_changelogs(app, settings)
+    worker.execute_from_commandline()

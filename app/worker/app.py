@@ -1,0 +1,311 @@
+"""The Faust application: topics, tables, agents and timers, each calling a pipeline stage
+(app/pipeline/stages.py). Nothing here decides anything; it moves records in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from app.avro.catalog import SchemaCatalog
+from app.avro.codec import codec_from_settings
+from app.contracts.clock import SYSTEM
+from app.contracts.records import OutRecord, RawRecord
+from app.kafka.config import admin_config, consumer_config
+from app.kafka.dead_letters import scan_dead_letters
+from app.kafka.presence import TopicPresence
+from app.kafka.redaction import install as install_redaction
+from app.kafka.security import faust_credentials, security_of
+from app.kafka.topics import TopicSpec, load_topic_specs
+from app.pipeline import health
+from app.pipeline.commands import watchdog_command
+from app.pipeline.decide import Incident
+from app.pipeline.heartbeats import check_record
+from app.pipeline.outbox import Outbox
+from app.pipeline.services import Services, watch_settings
+from app.pipeline.stages import Pipeline
+from app.pipeline.strategy import install_all
+from app.pipeline.topology import TopicNames
+from app.pipeline.watchdog import Wait
+from app.policy.loaded import load_policy_set
+from app.settings import Settings
+from app.worker import lifecycle_counts, metrics, offset_gaps, web
+from app.worker.lag_monitor import LagMonitor
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
+                       "key_serializer": "raw", "value_serializer": "raw"}
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
+
+
+def message_record(message: Any) -> RawRecord:
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        key=message.key,
+        value=message.value,
+        headers=list(message.headers or []),
+    )
+
+
+class FaustTransport:
+    """The outbox's way out: straight to Faust's transport producer. The records are bytes
+    already, and Faust's Topic.send layers (channel, serializers, future wrappers) cost more
+    per record than the whole recovery decision. Faust still flushes this producer before it
+    commits offsets, so at-least-once holds."""
+
+    def __init__(self, app: faust.App):
+        self.app = app
+
+    async def send(self, record: OutRecord) -> None:
+        await self.app.producer.send(record.topic, record.key, record.value, None, None,
+                                     record.headers)
+
+
+def max_message_bytes(specs: Any, default: int = 1_000_000) -> int:
+    """The largest max.message.bytes among the topic definitions (at least the default)."""
+    return max([default, *(int(spec.config["max.message.bytes"]) for spec in specs
+                           if "max.message.bytes" in spec.config)])
+
+
+@dataclass
+class Recovery:
+    """The assembled worker: the Faust app, the pipeline its agents call, the lag monitor."""
+
+    app: faust.App
+    pipeline: Pipeline
+    lag_monitor: LagMonitor
+
+
+def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
+    return build(settings, replication_factor=replication_factor).app
+
+
+def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_factor: int
+              ) -> faust.App:
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
+    # TLS/SASL for Faust's aiokafka clients; secrets masked in every log line.
+    install_redaction(settings)
+    credentials = faust_credentials(security_of(settings))
+    return faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers),
+        broker_credentials=credentials,
+        store="rocksdb://",
+        datadir=str(settings.data_dir / "faust"),
+        web_port=settings.web_port,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        # Tables are co-partitioned with the intake topic, so they share its partition count.
+        topic_partitions=specs["recovery.failures"].partitions,
+        topic_replication_factor=replication_factor,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee=settings.processing_guarantee,
+        # A killed worker's partitions go to its replacement after 10 s, not a minute.
+        broker_session_timeout=10.0,
+        # Frequent commits keep the work redone after a crash (and its repeated outputs) small.
+        broker_commit_every=1000,
+        broker_commit_interval=settings.commit_interval_s,
+        broker_heartbeat_interval=3.0,
+        # A topic the worker subscribes to right after creating it (its changelogs) may not be
+        # in the first metadata answer; the default 5-minute refresh left the worker waiting
+        # that long. 10 s bounds the wait at a negligible metadata cost.
+        consumer_metadata_max_age_ms=10_000,
+        # Up to the largest topic limit in topics/ (the poison and dead-letter topics' 8 MB):
+        # quarantining an intake record near its topic's 1 MB limit adds context headers, and
+        # with Faust's default (1,000,000) the poison send failed, the agent crashed and the
+        # record was dropped (tests/integration/test_fuzz_large_input.py).
+        producer_max_request_size=max_message_bytes(specs.values()),
+        autodiscover=False,
+    )
+
+
+def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
+                 consumer_health: Any) -> Services:
+    codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
+                                settings.schema_registry_url)
+    topics = TopicNames.of(settings, specs)
+    presence = TopicPresence(admin_config(settings))
+    reader_config = consumer_config(settings, settings.app_id)
+    watch = watch_settings(settings)
+
+    async def dead_letters_of(group: str) -> list[RawRecord]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, scan_dead_letters, settings, topics.dlq, group)
+
+    def read_one(topic: str, partition: int, offset: int) -> RawRecord | None:
+        found = offset_gaps.read_range(reader_config, topic, partition, offset, offset + 1,
+                                       timeout_s=10.0)
+        return next((r for r in found if r.offset == offset), None)
+
+    async def read_record(topic: str, partition: int, offset: int) -> RawRecord | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, read_one, topic, partition, offset)
+
+    def consumer_healthy(group: str | None) -> bool:
+        if not group:
+            return True
+        state = health.ConsumerHealth.from_json(consumer_health.get(group), group)
+        return health.is_healthy(state, SYSTEM.now_ms(), watch)
+
+    policy = load_policy_set(settings.policy_file)
+    return Services(settings=settings, codec=codec, policies=policy.recovery,
+                    scenario_policies=policy.scenarios, state_policies=policy.state,
+                    topics=topics, watch=watch, clock=SYSTEM,
+                    outbox=Outbox(FaustTransport(app), codec, topics.events, SYSTEM),
+                    topic_exists=presence.exists, scan_dead_letters=dead_letters_of,
+                    read_record=read_record, consumer_healthy=consumer_healthy,
+                    watchdog=policy.watchdog)
+
+
+def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
+    spec_list = load_topic_specs(settings.topics_dir)
+    specs = {spec.name: spec for spec in spec_list}
+    app = faust_app(settings, specs, replication_factor)
+    # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
+    json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
+    services = services_for(app, settings, spec_list, consumer_health)
+
+    async def count_event(event: dict[str, Any]) -> None:
+        metrics.observe_lifecycle_event(event)
+
+    services.outbox.observe(count_event)
+    strategies = install_all(app, services)
+
+    async def tell_strategies(event: dict[str, Any]) -> None:
+        await strategies.on_event(services, event)
+
+    services.outbox.observe(tell_strategies)
+    pipeline = Pipeline(services, strategies)
+    topics = services.topics
+    incidents = app.Table("incidents", default=None, schema=json_values)
+    # Lifecycle-event counts for the metrics, by the input partition that caused them
+    # (app/worker/lifecycle_counts.py); only the agents below write them, after each record.
+    table_partitions = specs["recovery.failures"].partitions
+    copartitioned = {settings.topic(name) for name, spec in specs.items()
+                     if spec.partitions == table_partitions}
+    counted_topics = {topics.failures, topics.commands, topics.heartbeats,
+                      *topics.tiers.values()}
+    counts = lifecycle_counts.install(
+        app, app.Table("lifecycle-counts", default=None, schema=json_values),
+        counted_topics & copartitioned)
+    incident_inputs = app.topic(topics.failures, topics.commands, allow_empty=True, **RAW)
+    heartbeats = app.topic(topics.heartbeats, allow_empty=True, **RAW)
+
+    # Input records Faust let pass without handing them over are read again (offset_gaps);
+    # the group is the worker's own, for its committed offsets (the readers never commit).
+    gap_reader_config = consumer_config(settings, settings.app_id)
+    committed = offset_gaps.CommittedOffsets(gap_reader_config)
+
+    def generation() -> int:
+        return app.consumer_generation_id
+
+    def assignment() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+
+    async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
+        # Faust's own record of offsets to count as done (it keeps compaction gaps there).
+        await app.consumer._add_gap(TP(topic, partition), start, end - 1)
+
+    def skipped_records() -> offset_gaps.SkippedRecords:
+        return offset_gaps.SkippedRecords(gap_reader_config, generation, assignment,
+                                          mark_done, committed)
+
+    incident_skipped = skipped_records()
+
+    async def on_incident_input(record: RawRecord) -> None:
+        await pipeline.on_incident_input(record, incidents)
+
+    @app.agent(incident_inputs, name="incidents")
+    async def incident_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await incident_skipped.handle(message_record(event.message), on_incident_input)
+            counts.flush()
+
+    for tier_ms, tier_topic in topics.tiers.items():
+        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
+                            skipped_records())
+
+    @app.agent(heartbeats, name="consumer-health")
+    async def health_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await pipeline.heartbeats.on_heartbeat(message_record(event.message),
+                                                   consumer_health)
+            counts.flush()
+
+    @app.timer(settings.health_check_interval_ms / 1000, on_leader=True)
+    async def health_checks() -> None:
+        # Table writes need a stream event, so the check travels through the heartbeat
+        # topic and the health agent makes it in the group's own partition.
+        for group in list(consumer_health.keys()):
+            await heartbeats.send(key=group.encode(), value=check_record(group))
+
+    commands = app.topic(topics.commands, allow_empty=True, **RAW)
+    if settings.watchdog_interval_ms > 0:
+        @app.timer(settings.watchdog_interval_ms / 1000)
+        async def incident_watchdog() -> None:
+            # Table writes need a stream event: an overdue incident gets a watchdog command,
+            # which the incident agent decides on in the incident's own partition.
+            await watchdog_scan(incidents, pipeline, commands)
+
+    # Consumer lag, Prometheus metrics and the overview page (app/lag, metrics, web).
+    lag_monitor = LagMonitor(settings)
+    metrics.register_lag(lambda: lag_monitor.view)
+    web.install(app, lag_monitor)
+    if settings.lag_interval_s > 0:
+        @app.timer(settings.lag_interval_s)
+        async def collect_lag() -> None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, lag_monitor.refresh)
+            except Exception as exc:  # the next tick tries again; the page shows the last view
+                log.warning("lag snapshot failed: %s", exc)
+
+    return Recovery(app, pipeline, lag_monitor)
+
+
+async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
+                        yield_every: int = 500) -> None:
+    """One pass over the incidents of the partitions this worker holds: the open ones by
+    state and age for the metrics and the page, and a watchdog command for each overdue."""
+    now = SYSTEM.now_ms()
+    by_state: dict[str, tuple[int, float]] = {}
+    for seen, (incident_id, value) in enumerate(list(incidents.items())):
+        if seen and seen % yield_every == 0:
+            await asyncio.sleep(0)  # a long table must not hold the agents up
+        incident = Incident.from_json(value, incident_id)
+        if incident.terminal:
+            continue
+        count, oldest = by_state.get(incident.state, (0, 0.0))
+        by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
+        if not isinstance(pipeline.watchdog.decide(incident), Wait):
+            key, headers = watchdog_command(incident_id)
+            await commands.send(key=key, value=b"", headers=headers)
+            metrics.WATCHDOG_CHECKS.inc()
+    metrics.set_open_incidents(by_state)
+
+
+def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
+                        consumer_health: Any, counts: lifecycle_counts.TableCounts,
+                        skipped: offset_gaps.SkippedRecords) -> None:
+    topic = app.topic(topic_name, allow_empty=True, **RAW)
+
+    async def on_retry(record: RawRecord) -> None:
+        await pipeline.retries.on_retry(tier_ms, record, consumer_health)
+
+    async def tier_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await skipped.handle(message_record(event.message), on_retry)
+            counts.flush()
+
+    app.agent(topic, name=f"retry-{tier_ms}ms")(tier_agent)
