@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
@@ -29,6 +29,7 @@ class TopicReader:
             "topic.metadata.refresh.interval.ms": 1000,
         })
         self.consumer.subscribe(topics)
+        self._bootstrap = bootstrap
         self.messages: list[Message] = []
 
     def poll_for(self, seconds: float) -> None:
@@ -48,6 +49,22 @@ class TopicReader:
                 self.messages.append(message)
         return predicate(self.messages)
 
+    def read_to_end(self, topics: list[str], timeout: float) -> bool:
+        """Reads until it has everything `topics` held when called."""
+        ends = end_offsets(self._bootstrap, topics)
+
+        def read() -> bool:
+            positions = {(tp.topic, tp.partition): tp.offset
+                         for tp in self.consumer.position(self.consumer.assignment())}
+            return all(positions.get(tp, -1) >= end for tp, end in ends.items() if end)
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not read():
+            message = self.consumer.poll(0.2)
+            if message is not None and not message.error():
+                self.messages.append(message)
+        return read()
+
     def on(self, topic: str) -> list[Message]:
         return [m for m in self.messages if m.topic() == topic]
 
@@ -57,3 +74,65 @@ class TopicReader:
 
 def lifecycle(codec: AvroCodec, messages: list[Message]) -> list[dict]:
     return [codec.decode(m.value(), "lifecycle-event") for m in messages]
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The high watermark of every partition of `topics` now."""
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}"})
+    try:
+        ends = {}
+        metadata = probe.list_topics(timeout=10)
+        for topic in topics:
+            for partition in metadata.topics[topic].partitions:
+                _, high = probe.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=10)
+                ends[(topic, partition)] = high
+        return ends
+    finally:
+        probe.close()
+
+
+def committed_offsets(bootstrap: str, group: str,
+                      partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = probe.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in found}
+    finally:
+        probe.close()
+
+
+def wait_processed(bootstrap: str, group: str, topics: list[str], timeout: float) -> bool:
+    """The "processed up to offset N" marker: waits until `group` has committed, on every
+    partition of `topics`, the end offset it had when this was called (an empty partition
+    counts as processed). For the worker this means its outputs for those records are on
+    the broker too: Faust flushes its producer before it commits."""
+    ends = end_offsets(bootstrap, topics)
+
+    def caught_up() -> bool:
+        done = committed_offsets(bootstrap, group, [tp for tp, end in ends.items() if end])
+        return all(done.get(tp, -1) >= end for tp, end in ends.items() if end)
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if caught_up():
+            return True
+        time.sleep(0.2)
+    return caught_up()
+
+
+WORKER_INPUTS = ("recovery.failures", "recovery.heartbeats", "recovery.incident-commands")
+
+
+def assigned_inputs(bootstrap: str, group: str) -> list[str]:
+    """The topics `group`'s members are assigned now, less Faust's table changelogs (read
+    for state, never committed), its leader topic and the retry tiers (a parked record is
+    committed only when it is due): the worker's inputs, scenario topics included."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result()
+    topics = {tp.topic for member in description.members
+              for tp in member.assignment.topic_partitions}
+    return sorted(t for t in topics if not t.endswith(("-changelog", "__assignor-__leader"))
+                  and ".recovery.retry." not in t)

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from app.client import control as ctl
@@ -71,7 +71,8 @@ class RecoveringConsumer:
                  settings: Settings | None = None, reporter: FailureReporter | None = None,
                  heartbeat_interval: float = 15.0, consumer_config: dict[str, Any] | None = None,
                  failure_kind: str = "PROCESSING_FAILED", error_type: str = "handler_exception",
-                 control: bool = True, safe_mode_config: dict[str, Any] | None = None):
+                 control: bool = True, safe_mode_config: dict[str, Any] | None = None,
+                 report_timeout: float = 10.0):
         self.settings = settings or get_settings()
         self.group = group
         self.service = service
@@ -86,6 +87,10 @@ class RecoveringConsumer:
         self.replays = SeenReplays()
         self._last_beat = 0.0
         self._stopped = False
+        self._until: Callable[[], bool] | None = None
+        # How long one wait for the broker's acknowledgement of a report lasts before the
+        # wait is logged and the consumer polled again.
+        self.report_timeout = report_timeout
         # Control commands (Scenario 4): stop, restart in safe mode, resume.
         self.log = log.getChild(group)
         self.mode = ctl.ConsumerMode()
@@ -195,13 +200,54 @@ class RecoveringConsumer:
             log.warning("consumer error: %s", message.error())
             return None
         self.handle(message, handler)
-        self.reporter.flush(10)
-        self.consumer.commit(message=message, asynchronous=False)
+        if self.reports_confirmed(message):
+            self.consumer.commit(message=message, asynchronous=False)
         return message
 
-    def run(self, handler: Handler, *, until: Callable[[], bool] | None = None) -> None:
+    def reports_confirmed(self, message: Message) -> bool:
+        """Waits until the broker has acknowledged the record's failure report (or its
+        acknowledgement), so the offset never passes a report that could still be lost.
+        Meanwhile the consumer is polled with its partitions paused, so it stays in its
+        group and reads nothing further. False when stopped first: the offset is not
+        committed and the record is read again after a restart."""
+        if self.reporter.confirm(self.report_timeout):
+            return True
+        self.consumer.pause(self.consumer.assignment())
         try:
-            while not self._stopped and not (until and until()):
+            while not self._stop_requested():
+                self.log.warning("report for %s[%d]@%d not acknowledged by the broker; "
+                                 "holding its offset", message.topic(), message.partition(),
+                                 message.offset())
+                polled = self.consumer.poll(0)
+                if polled is not None and not polled.error():
+                    # A partition assigned by a rebalance meanwhile is not paused: put the
+                    # record back to be read after the wait.
+                    self._seek_back(polled)
+                    self.consumer.pause(self.consumer.assignment())
+                if self.reporter.confirm(self.report_timeout):
+                    return True
+            self._seek_back(message)  # not committed, and not passed by a later commit
+            return False
+        finally:
+            # Paused partitions drop what was fetched; resumed, they go on from the record
+            # after the last one handed out, so nothing is skipped.
+            self.consumer.resume(self.consumer.assignment())
+
+    def _seek_back(self, message: Message) -> None:
+        try:
+            self.consumer.seek(TopicPartition(message.topic(), message.partition(),
+                                              message.offset()))
+        except KafkaException as exc:  # no longer assigned: its next owner reads it
+            self.log.warning("could not seek back to %s[%d]@%d: %s", message.topic(),
+                             message.partition(), message.offset(), exc)
+
+    def _stop_requested(self) -> bool:
+        return self._stopped or bool(self._until and self._until())
+
+    def run(self, handler: Handler, *, until: Callable[[], bool] | None = None) -> None:
+        self._until = until
+        try:
+            while not self._stop_requested():
                 self.poll_once(handler)
         finally:
             self.close()

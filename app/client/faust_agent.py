@@ -187,12 +187,20 @@ class RecoveringAgent:
                                             "error_type": type(exc).__name__,
                                             "events_processed": self.events_processed}))
             # The offset is committed after this returns: the report must be durable first.
-            await self._flush()
+            await self._confirm(record)
             return
         self.events_processed += 1
         if incident:
             self.reporter.acknowledge(incident, replay_id)
-            await self._flush()
+            await self._confirm(record)
 
-    async def _flush(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.reporter.flush, 10)
+    async def _confirm(self, record: FaustRecord) -> None:
+        """Returns once the broker has acknowledged the reports sent so far: Faust acks the
+        record when the handler returns, and its offset must not pass a report that could
+        still be lost. While the broker is unreachable this agent reads nothing further; a
+        worker stopped meanwhile cancels the wait, the record is not acked and is read
+        again after the restart."""
+        loop = asyncio.get_running_loop()
+        while not await loop.run_in_executor(None, self.reporter.confirm, 10):
+            self.log.warning("report for %s[%d]@%d not acknowledged by the broker; holding "
+                             "its offset", record.topic(), record.partition(), record.offset())

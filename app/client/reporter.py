@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -26,15 +27,19 @@ def work_item_of(message: Message, consumer_group: str | None) -> str:
 
 
 def failed_record_of(message: Message) -> dict[str, Any]:
+    """A redelivered record names the original's position and time (its context headers),
+    not the redelivery's."""
     kind, timestamp = message.timestamp()
     own = h.OWN
+    redelivered = h.header_value(message.headers(), h.ORIGINAL_TOPIC) is not None
     return {
         "topic": h.header_value(message.headers(), h.ORIGINAL_TOPIC) or message.topic(),
         "partition": h.header_int(message.headers(), h.ORIGINAL_PARTITION)
-        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.partition(),
+        if redelivered else message.partition(),
         "offset": h.header_int(message.headers(), h.ORIGINAL_OFFSET)
-        if h.header_value(message.headers(), h.ORIGINAL_TOPIC) else message.offset(),
-        "timestamp": timestamp if kind else None,
+        if redelivered else message.offset(),
+        "timestamp": h.header_int(message.headers(), h.ORIGINAL_TIMESTAMP)
+        if redelivered else (timestamp if kind else None),
         "key": message.key(),
         "value": message.value(),
         # The service's own context headers are not part of the record: it adds them again.
@@ -53,13 +58,50 @@ class FailureReporter:
         self.failures_topic = self.settings.topic("recovery.failures")
         self.commands_topic = self.settings.topic("recovery.incident-commands")
         self.heartbeats_topic = self.settings.topic("recovery.heartbeats")
+        # Reports and acknowledgements the broker has not acknowledged yet, by send number;
+        # those whose delivery failed are sent again by confirm(). Heartbeats are not kept:
+        # the next one supersedes a lost one.
+        self._unconfirmed: dict[int, tuple[str, bytes, bytes, list | None]] = {}
+        self._failed: set[int] = set()
+        self._sent = 0
+        self._lock = threading.Lock()
+
+    def _send(self, topic: str, key: bytes, value: bytes, headers: list | None = None,
+              number: int | None = None) -> None:
+        with self._lock:
+            if number is None:
+                self._sent += 1
+                number = self._sent
+            self._unconfirmed[number] = (topic, key, value, headers)
+            self._failed.discard(number)
+
+        def delivered(err: Any, _message: Any) -> None:
+            with self._lock:
+                if err is None:
+                    self._unconfirmed.pop(number, None)
+                else:
+                    self._failed.add(number)
+
+        self.producer.produce(topic, key=key, value=value, headers=headers,
+                              on_delivery=delivered)
+        self.producer.poll(0)
+
+    def confirm(self, timeout: float = 10) -> bool:
+        """True once the broker has acknowledged every report and acknowledgement sent so
+        far. One whose delivery failed is sent again, the same bytes (so the same event id,
+        which the worker recognises). A caller commits a record's offset only after this."""
+        with self._lock:
+            again = [(n, self._unconfirmed[n]) for n in sorted(self._failed)]
+        for number, (topic, key, value, headers) in again:
+            self._send(topic, key, value, headers, number=number)
+        self.producer.flush(timeout)
+        with self._lock:
+            return not self._unconfirmed
 
     def report_event(self, event: dict[str, Any]) -> None:
         """Send a ready failure-event record (validated by encoding it)."""
         key = (event.get("work_item_id") or event["event_id"]).encode()
-        self.producer.produce(self.failures_topic, key=key,
-                              value=self.codec.encode(SUBJECT, event))
-        self.producer.poll(0)
+        self._send(self.failures_topic, key, self.codec.encode(SUBJECT, event))
 
     def report(self, *, kind: str, error_type: str, service: str, message: str = "",
                record: Message | None = None, consumer_group: str | None = None,
@@ -81,9 +123,7 @@ class FailureReporter:
         headers = [(h.COMMAND, b"ack")]
         if replay_id:
             headers.append((h.REPLAY_ID, replay_id.encode()))
-        self.producer.produce(self.commands_topic, key=incident_id.encode(), value=b"",
-                              headers=headers)
-        self.producer.poll(0)
+        self._send(self.commands_topic, incident_id.encode(), b"", headers)
 
     def heartbeat(self, group: str, *, status: str = "healthy", events_processed: int = 0,
                   member: str | None = None, control_id: str | None = None) -> None:

@@ -63,8 +63,9 @@ def with_context(
 ) -> Headers:
     """Original headers first and untouched, then one header per non-empty context value.
     An earlier hop's context headers are replaced, so a record retried three times carries
-    one current set rather than three stale ones."""
-    kept = [(k, v) for k, v in original if k not in context]
+    one current set rather than three stale ones. A context value of None replaces nothing:
+    a header of that name already on the record stays."""
+    kept = [(k, v) for k, v in original if context.get(k) is None]
     added = [(k, _encode(v)) for k, v in context.items() if v is not None]
     return kept + added
 

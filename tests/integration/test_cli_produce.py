@@ -25,7 +25,8 @@ def test_produce_sends_good_lines_and_names_the_bad_one(applied_topics, topic_pr
     reader = TopicReader(applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
                          [f"{topic_prefix}recovery.failures"])
     assert reader.wait_for(lambda ms: len(ms) >= 2, timeout=30)
-    reader.poll_for(1)
+    # The command has exited: everything it sent is on the broker. Read it all.
+    assert reader.read_to_end([f"{topic_prefix}recovery.failures"], timeout=30)
     reader.close()
     codec = locked_codec()
     ids = sorted(codec.decode(m.value(), "failure-event")["work_item_id"]

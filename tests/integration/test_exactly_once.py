@@ -19,6 +19,7 @@ from confluent_kafka import Producer
 from app.contracts.failure_event import new_failure_event
 from app.kafka.config import producer_config
 from app.settings import Settings
+from tests.integration.test_pipeline import caught_up
 from tests.kafka_helpers import TopicReader, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,9 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
     time.sleep(1)
     second = worker_factory()
     done = reader.wait_for(outcomes.complete, timeout=240)
-    reader.poll_for(5)  # anything late would be a duplicate
+    # Anything late would be a duplicate: wait until the worker has processed every input
+    # it has, then read its outputs to the end.
+    assert caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120)
     reader.close()
     outcomes.update(reader.messages)
     counts = outcomes.per_event

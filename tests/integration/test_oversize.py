@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
@@ -69,8 +69,11 @@ def payloads_topic(env: Settings) -> str:
 
 
 def consume(consumer: ReassemblingConsumer, count: int, timeout: float,
-            settle: float = 0.0) -> list[LargeMessage]:
-    """Whole messages until `count` arrived (then `settle` more seconds, to catch extras)."""
+            through_markers: Settings | None = None) -> list[LargeMessage]:
+    """Whole messages until `count` arrived. With `through_markers` (the settings to produce
+    with), a plain marker record then goes to every partition the consumer reads, and
+    consumption goes on until each marker is back: everything before the markers has then
+    been read, so an extra delivery (a duplicate) is in the list. Markers are not returned."""
     got: list[LargeMessage] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(got) < count:
@@ -78,11 +81,42 @@ def consume(consumer: ReassemblingConsumer, count: int, timeout: float,
         if message is not None:
             got.append(message)
             consumer.commit()
-    extra_until = time.monotonic() + settle
-    while time.monotonic() < extra_until:
+    if through_markers is None or len(got) < count:
+        return got
+    producer = Producer({"bootstrap.servers": through_markers.kafka_bootstrap_servers})
+    expected = set()
+    for tp in consumer.consumer.assignment():
+        producer.produce(tp.topic, key=MARKER, value=str(tp.partition).encode(),
+                         partition=tp.partition)
+        expected.add(str(tp.partition).encode())
+    assert producer.flush(30) == 0
+    seen: set[bytes] = set()
+    while time.monotonic() < deadline and seen != expected:
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        if message.key() == MARKER:
+            seen.add(bytes(message.value()))
+        else:
+            got.append(message)
+    assert seen == expected, "the markers never came back"
+    return got
+
+
+MARKER = b"\x00test-marker"
+
+
+def consume_until(consumer: ReassemblingConsumer, done: Callable[[], bool],
+                  timeout: float) -> list[LargeMessage]:
+    """Whole messages, polling until `done()` holds (the consumer must poll for time-based
+    work such as expiry to happen)."""
+    got: list[LargeMessage] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done():
         message = consumer.poll(0.2)
         if message is not None:
             got.append(message)
+    assert done(), "the awaited condition never held"
     return got
 
 
@@ -114,7 +148,7 @@ def test_2_and_20_mb_payloads_through_a_1_mb_topic(env: Settings, payloads_topic
                           b"text-2mb": oh.COMPRESSION, b"small": None}
     consumer = ReassemblingConsumer(group(), [payloads_topic], env)
     try:
-        got = consume(consumer, len(sent), timeout=60, settle=1.0)
+        got = consume(consumer, len(sent), timeout=60, through_markers=env)
     finally:
         consumer.close()
     assert sorted(m.key() for m in got) == sorted(sent)  # each exactly once
@@ -160,7 +194,7 @@ def test_interleaved_out_of_order_and_duplicated_sets(env: Settings, payloads_to
     assert raw.flush(30) == 0
     consumer = ReassemblingConsumer(group(), [payloads_topic], env)
     try:
-        got = consume(consumer, 3, timeout=60, settle=2.0)
+        got = consume(consumer, 3, timeout=60, through_markers=env)
     finally:
         consumer.close()
     by_value = {digest(m.value()): m for m in got}
@@ -244,11 +278,18 @@ def test_consumer_killed_in_the_middle_of_a_set_gets_it_once(env: Settings,
         assert wait_until(lambda: any(x.get("size") == len(payload) for x in lines(out))
                           and any(x.get("size") == len(b"after") for x in lines(out)), 60), \
             log.read_text(errors="replace")[-3000:]
-        time.sleep(2)  # anything delivered twice would show by now
+        # A marker behind everything on each partition: once both are handled, anything
+        # delivered twice would be in the file.
+        for partition in (0, 1):
+            raw.produce(payloads_topic, key=MARKER, value=b"m", partition=partition)
+        assert raw.flush(30) == 0
+        assert wait_until(lambda: len([x for x in lines(out)
+                                       if x.get("key") == MARKER.decode()]) == 2, 60), \
+            log.read_text(errors="replace")[-3000:]
     finally:
         second.terminate()
         second.wait(30)
-    delivered = [x for x in lines(out) if "sha256" in x]
+    delivered = [x for x in lines(out) if "sha256" in x and x["key"] != MARKER.decode()]
     assert sorted(x["sha256"] for x in delivered) == sorted(
         digest(v) for v in (b"before", b"between", payload, b"after"))
 
@@ -266,10 +307,12 @@ def test_incomplete_set_expires_into_the_dead_letter_topic(env: Settings, payloa
     consumer = ReassemblingConsumer(group_id, [payloads_topic], env)
     reader = TopicReader(env.kafka_bootstrap_servers, [env.topic("recovery.dlq")])
     try:
-        got = consume(consumer, 1, timeout=30, settle=4.0)  # expiry is 2 s here
+        # Expiry (2 s here) happens while the consumer polls: poll until the dead letters
+        # of the expired set are on the broker.
+        got = consume_until(consumer, lambda: reader.wait_for(lambda ms: len(ms) >= 2, 0.1),
+                            timeout=60)
         consumer.commit()
         assert [m.value() for m in got] == [b"next"]
-        assert reader.wait_for(lambda ms: len(ms) >= 2, 30)
         dead = reader.messages
         assert [m.value() for m in dead] == [bytes(r.value) for r in fragments[:2]]
         reason = h.header_value(dead[0].headers(), h.REASON)
@@ -362,7 +405,7 @@ def test_s3_claim_checks_and_forged_references(env: Settings, payloads_topic: st
     consumer = ReassemblingConsumer(group(), [payloads_topic], s3_env, store=store)
     reader = TopicReader(env.kafka_bootstrap_servers, [env.topic("recovery.poison")])
     try:
-        got = consume(consumer, 1, timeout=60, settle=3.0)
+        got = consume(consumer, 1, timeout=60, through_markers=env)
         consumer.commit()
         assert [m.key() for m in got] == [b"real"]
         assert digest(got[0].value()) == digest(payload) and got[0].headers() == [("x", b"1")]
@@ -375,7 +418,7 @@ def test_s3_claim_checks_and_forged_references(env: Settings, payloads_topic: st
     assert "bucket 'elsewhere'" in poisoned[b"other-bucket"]
     assert "signature" in poisoned[b"no-signature"]
     assert "signature" in poisoned[b"wrong-signature"]
-    assert poisoned[b"escape"]
+    assert "'..' part" in poisoned[b"escape"]
     assert counting.gets == [location.key_for(real.sha256)]  # only the real one was read
 
 

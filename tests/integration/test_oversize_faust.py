@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def test_faust_agent_reassembles_and_never_commits_past_an_open_set(
     env = Settings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix,
                    data_dir=tmp_path / "data")
     topic = env.topic("faust-payloads")
-    create_topic(kafka_bootstrap, topic, partitions=1)
+    create_topic(kafka_bootstrap, topic, partitions=2)  # data on 0, a marker on 1
     for name in ("recovery.dlq", "recovery.poison"):
         create_topic(kafka_bootstrap, env.topic(name), 1, {"max.message.bytes": "8388608"})
     whole = os.urandom(3 * MB)
@@ -66,13 +65,14 @@ def test_faust_agent_reassembles_and_never_commits_past_an_open_set(
 
     def send(records) -> None:
         for r in records:
-            raw.produce(topic, key=r.key, value=bytes(r.value), headers=r.headers)
+            raw.produce(topic, key=r.key, value=bytes(r.value), headers=r.headers,
+                        partition=0)
         assert raw.flush(30) == 0
 
-    raw.produce(topic, key=b"plain-1", value=b"one")
+    raw.produce(topic, key=b"plain-1", value=b"one", partition=0)
     send(fragments[:2])  # offsets 1, 2: the set is open from offset 1
     send(compressed)
-    raw.produce(topic, key=b"plain-2", value=b"two")
+    raw.produce(topic, key=b"plain-2", value=b"two", partition=0)
     assert raw.flush(30) == 0
     app_id = f"faust-oversize-{uuid.uuid4().hex[:6]}"
     out, log = tmp_path / "out.jsonl", tmp_path / "service.log"
@@ -84,7 +84,13 @@ def test_faust_agent_reassembles_and_never_commits_past_an_open_set(
         # Faust commits every 0.5 s: it may pass plain-1 but never the set's first fragment.
         assert wait_until(lambda: committed(kafka_bootstrap, app_id, topic, 0) == 1, 20), \
             committed(kafka_bootstrap, app_id, topic, 0)
-        time.sleep(1.5)
+        # Processed up to here: a marker on partition 1, handled and committed, shows a
+        # commit made after every record of partition 0 was handled.
+        raw.produce(topic, key=b"marker", value=b"m", partition=1)
+        assert raw.flush(30) == 0
+        assert wait_until(lambda: committed(kafka_bootstrap, app_id, topic, 1) == 1
+                          and any(x["key"] == "marker" for x in lines(out)), 60), \
+            log.read_text(errors="replace")[-3000:]
         assert committed(kafka_bootstrap, app_id, topic, 0) == 1
     finally:
         os.killpg(first.pid, signal.SIGKILL)

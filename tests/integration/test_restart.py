@@ -5,6 +5,7 @@ import pytest
 
 from app.client import FailureReporter
 from app.settings import Settings
+from tests.integration.test_pipeline import caught_up
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -50,7 +51,8 @@ def test_incident_state_survives_a_restart(applied_topics, worker_factory, topic
     reporter.flush()
     restarted = worker_factory()
     assert reader.wait_for(lambda ms: len(retries(ms)) >= 2, timeout=90), restarted.log_tail()
-    reader.poll_for(2)
+    # Nothing more comes: the worker has processed every report, and its outputs are read.
+    assert caught_up(applied_topics, reader, [settings.topic("recovery.events")])
     reader.close()
     assert retries(reader.messages) == [1, 2]
     received = [e["failure_event_id"] for e in distinct(reader.messages)

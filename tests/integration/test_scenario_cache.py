@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 from app.client import FailureReporter
 from app.client.cache import RecoveringCache
 from app.scenarios import cache_conflicts as sc
-from tests.integration.test_pipeline import client_settings, types_for
+from tests.integration.test_pipeline import caught_up, client_settings, types_for
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -178,7 +178,7 @@ def test_version_conflicts_resolved_by_configured_strategy_and_audited(
             codec, [m for m in ms if m.topic() == topics["events"]]))), timeout=60)
         assert reader.wait_for(lambda ms: cache.store.get("merge:1") is not None
                                and "pin:1" in cache.store, timeout=30)
-        reader.poll_for(1)
+        assert caught_up(cache_env, reader, list(topics.values()))
     finally:
         reader.close()
         cache.close()

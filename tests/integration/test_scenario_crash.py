@@ -3,8 +3,8 @@ consumer wrapper obeying the control commands."""
 
 from __future__ import annotations
 
-import logging
-import time
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -14,8 +14,13 @@ from app.client import FailureReporter, RecoveringConsumer
 from app.client import control as ctl
 from app.client.consumer import ensure_topic, redelivery_topic
 from app.scenarios import consumer_crash as cc
-from tests.conftest import wait_until
-from tests.integration.test_pipeline import ConsumerThread, client_settings, types_for
+from tests.conftest import REPO, wait_until
+from tests.integration.test_pipeline import (
+    ConsumerThread,
+    caught_up,
+    client_settings,
+    types_for,
+)
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -132,7 +137,7 @@ def test_error_crash_reprocessed_then_recovered_or_handled_as_critical(
         producer.produce(docs, key=b"after", value=b"3")
         producer.flush(10)
         assert reader.wait_for(lambda ms: consumer.mode.state == ctl.RUNNING, timeout=60)
-    reader.poll_for(1)
+    assert caught_up(crash_env, reader, [events_topic, control_topic])
     reader.close()
     events = lifecycle(codec, reader.on(events_topic))
     flaky = types_for(events, flaky_incident)
@@ -189,6 +194,32 @@ def test_minor_crash_is_logged_and_failed_restart_escalates(
                    if e["incident_id"] == "minor-1")
 
 
+class Heartbeats:
+    """A group's heartbeats as the wrappers send them: the positive marker that a stopped
+    consumer's loop went on (it beats "stopped" each round) while a record waited."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str):
+        self.reader = TopicReader(bootstrap, [topic])
+        self.group = group
+
+    def beats(self) -> list[dict]:
+        found = []
+        for m in self.reader.messages:
+            beat = orjson.loads(m.value())
+            if beat.get("group") == self.group and not beat.get("check"):
+                found.append(beat)
+        return found
+
+    def count(self, **fields: object) -> int:
+        return sum(1 for b in self.beats() if all(b.get(k) == v for k, v in fields.items()))
+
+    def wait(self, n: int, timeout: float = 60, **fields: object) -> bool:
+        return self.reader.wait_for(lambda _ms: self.count(**fields) >= n, timeout)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
 def test_stop_command_pauses_a_running_consumer_until_resumed(crash_env, topic_prefix):
     """`stop` alone: the wrapper stops consuming (and says so in its heartbeats)."""
     settings = client_settings(crash_env)
@@ -196,93 +227,114 @@ def test_stop_command_pauses_a_running_consumer_until_resumed(crash_env, topic_p
     docs, group = f"{topic_prefix}docs", f"{topic_prefix}stoppable"
     control_topic = f"{topic_prefix}recovery.control"
     ensure_topic(bootstrap, docs, partitions=1)
-    handled: list[bytes] = []
+    # What was handled, with the wrapper's state at that moment.
+    handled: list[tuple[bytes, str, int]] = []
     consumer = RecoveringConsumer(group, [docs], service="s", settings=settings,
                                   heartbeat_interval=0.5)
     producer = Producer({"bootstrap.servers": bootstrap})
+    beats = Heartbeats(bootstrap, settings.topic("recovery.heartbeats"), group)
 
     def send(command: str, command_id: str) -> None:
         producer.produce(control_topic, key=group.encode(), value=ctl.control_command(
             command, group, command_id=command_id).encode())
         producer.flush(10)
 
-    with ConsumerThread(consumer, lambda m: handled.append(m.key())):
-        send(ctl.STOP, "s1")
-        assert wait_until(lambda: consumer.mode.state == ctl.STOPPED, timeout=30)
-        producer.produce(docs, key=b"while-stopped", value=b"x")
-        producer.flush(10)
-        time.sleep(1.5)
-        assert handled == []
-        send(ctl.RESUME, "r1")
-        assert wait_until(lambda: handled == [b"while-stopped"], timeout=30)
+    def handler(message: Message) -> None:
+        handled.append((message.key(), consumer.mode.state, consumer.restarts))
+
+    try:
+        with ConsumerThread(consumer, handler):
+            send(ctl.STOP, "s1")
+            assert wait_until(lambda: consumer.mode.state == ctl.STOPPED, timeout=30)
+            assert beats.wait(1, status=ctl.STOPPED)
+            producer.produce(docs, key=b"while-stopped", value=b"x")
+            producer.flush(10)
+            before = beats.count(status=ctl.STOPPED)
+            # Two more rounds of the stopped loop with the record on the broker.
+            assert beats.wait(before + 2, status=ctl.STOPPED)
+            assert handled == []
+            send(ctl.RESUME, "r1")
+            assert wait_until(lambda: len(handled) == 1, timeout=30)
+    finally:
+        beats.close()
+    # Handled once, after the resume (a restart), never while stopped.
+    assert handled == [(b"while-stopped", ctl.RUNNING, 1)]
     assert consumer.restarts == 1 and consumer.mode.state == ctl.RUNNING
 
 
-class FakeFaustMessage:
-    def __init__(self, key: bytes, topic: str, offset: int):
-        self.key, self.value, self.topic = key, b"v", topic
-        self.partition, self.offset, self.headers, self.timestamp = 0, offset, [], None
-
-
-class FakeFaustEvent:
-    def __init__(self, key: bytes, topic: str, offset: int):
-        self.message = FakeFaustMessage(key, topic, offset)
-
-
-def test_faust_agent_wrapper_obeys_control_commands(crash_env, topic_prefix):
-    import asyncio
-
-    import faust
-
-    from app.client.faust_agent import RecoveringAgent
-
+def test_faust_agent_wrapper_obeys_control_commands(crash_env, topic_prefix, tmp_path):
+    """The real Faust service (tests/services/faust_billing) obeys stop, restart in safe
+    mode (skipping the poisoned record, debug logging, one record at a time) and resume."""
     settings = client_settings(crash_env)
     bootstrap = settings.kafka_bootstrap_servers
     group, docs = f"{topic_prefix}faust-svc", f"{topic_prefix}docs"
     control_topic = f"{topic_prefix}recovery.control"
-    app = faust.App(f"{topic_prefix}svc", broker=f"kafka://{bootstrap}", store="memory://",
-                    web_enabled=False)
-    agent = RecoveringAgent(app, group=group, service="svc", settings=settings)
+    ensure_topic(bootstrap, docs, partitions=1)
+    modes, log_path = tmp_path / "modes.jsonl", tmp_path / "service.log"
+    env = {**crash_env, "BILLING_APP_ID": f"{topic_prefix}svc", "BILLING_GROUP": group,
+           "BILLING_TOPIC": docs, "BILLING_HANDLED": str(tmp_path / "handled.txt"),
+           "BILLING_MODES": str(modes), "RECOVERY_WEB_PORT": "0"}
     producer = Producer({"bootstrap.servers": bootstrap})
-    handled: list[bytes] = []
+    beats = Heartbeats(bootstrap, settings.topic("recovery.heartbeats"), group)
 
-    async def handler(event) -> None:
-        handled.append(event.message.key)
+    def handled() -> list[dict]:
+        if not modes.exists():
+            return []
+        return [orjson.loads(x) for x in modes.read_bytes().splitlines() if x.strip()]
 
-    async def obeyed(state: str) -> bool:
-        for _ in range(100):
-            await agent._obey_control()
-            if agent.mode.state == state:
-                return True
-            await asyncio.sleep(0.1)
-        return False
+    def keys() -> list[str]:
+        return [x["key"] for x in handled()]
+
+    def service_log() -> str:
+        return log_path.read_text(errors="replace") if log_path.exists() else ""
+
+    def produce(key: bytes) -> None:
+        producer.produce(docs, key=key, value=b"v")
+        producer.flush(10)
 
     def send(command: ctl.ControlCommand) -> None:
         producer.produce(control_topic, key=group.encode(), value=command.encode())
         producer.flush(10)
 
-    async def scenario() -> None:
+    service = subprocess.Popen(
+        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
+        env=env, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        produce(b"warm")  # offset 0: the agent reads
+        assert wait_until(lambda: keys() == ["warm"], timeout=120), service_log()[-3000:]
         send(ctl.control_command(ctl.STOP, group, command_id="s1"))
-        assert await obeyed(ctl.STOPPED)
-        held = asyncio.create_task(agent.handle(FakeFaustEvent(b"a", docs, 1), handler))
-        await asyncio.sleep(0.5)
-        assert not held.done() and handled == []  # stopped: the record waits
+        assert beats.wait(1, status=ctl.STOPPED, control_id="s1"), service_log()[-3000:]
+        produce(b"a")  # offset 1
+        before = beats.count(status=ctl.STOPPED)
+        assert beats.wait(before + 2, status=ctl.STOPPED)  # two beats while "a" waits
+        assert keys() == ["warm"]
         send(ctl.control_command(ctl.RESTART_SAFE_MODE, group, command_id="r1",
                                  options=ctl.SAFE_MODE_OPTIONS,
-                                 skip=(ctl.RecordId(docs, 0, 5),)))
-        assert await obeyed(ctl.SAFE_MODE)
-        await asyncio.wait_for(held, 10)
-        await agent.handle(FakeFaustEvent(b"poison", docs, 5), handler)
-        assert handled == [b"a"] and agent.skipped == 1
-        assert agent.log.getEffectiveLevel() == logging.DEBUG
-        assert agent.mode.reduced_parallelism
+                                 skip=(ctl.RecordId(docs, 0, 2),)))
+        assert wait_until(lambda: keys() == ["warm", "a"], timeout=60), service_log()[-3000:]
+        produce(b"poison")  # offset 2: to be skipped
+        produce(b"b")  # offset 3: handled after the skip
+        assert wait_until(lambda: "b" in keys(), timeout=60), service_log()[-3000:]
+        assert "safe mode: skipping poisoned record" in service_log()
         send(ctl.control_command(ctl.RESUME, group, command_id="u1"))
-        assert await obeyed(ctl.RUNNING)
-        await agent.handle(FakeFaustEvent(b"b", docs, 6), handler)
-        assert handled == [b"a", b"b"] and not agent.mode.reduced_parallelism
-
-    try:
-        asyncio.run(scenario())
+        assert beats.wait(1, status="healthy", control_id="u1"), service_log()[-3000:]
+        produce(b"c")
+        assert wait_until(lambda: "c" in keys(), timeout=60), service_log()[-3000:]
     finally:
-        agent.control.close()
-        agent.reporter.flush(10)
+        beats.close()
+        service.terminate()
+        try:
+            service.wait(30)
+        except subprocess.TimeoutExpired:
+            service.kill()
+    by_key = {x["key"]: x for x in handled()}
+    assert keys() == ["warm", "a", "b", "c"]  # "poison" never reached the handler
+    assert by_key["warm"]["state"] == ctl.RUNNING
+    # "a" waited out the stop and was handled in safe mode: debug logging, one at a time.
+    assert by_key["a"] == {"key": "a", "offset": 1, "state": ctl.SAFE_MODE, "skipped": 0,
+                           "debug": True, "reduced": True}
+    assert by_key["b"] == {"key": "b", "offset": 3, "state": ctl.SAFE_MODE, "skipped": 1,
+                           "debug": True, "reduced": True}
+    assert by_key["c"] == {"key": "c", "offset": 4, "state": ctl.RUNNING, "skipped": 1,
+                           "debug": False, "reduced": False}

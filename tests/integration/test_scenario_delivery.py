@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 
 import orjson
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from app.client import FailureReporter
@@ -18,7 +17,13 @@ from app.contracts import headers as h
 from app.kafka.config import consumer_config
 from app.scenarios import event_delivery as ev
 from app.settings import REPO_ROOT
-from tests.integration.test_pipeline import FAST_HEALTH, client_settings, types_for
+from tests.conftest import wait_until
+from tests.integration.test_pipeline import (
+    FAST_HEALTH,
+    client_settings,
+    health_checks_processed,
+    types_for,
+)
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -120,6 +125,8 @@ def test_consumer_unavailable_per_consumer_dead_letters_replayed_on_recovery(
             message = consumer.poll(0.5)
             if message is not None and not message.error():
                 received.append(message)
+                if message.key() == MARKER:
+                    continue
                 if message.topic() == redelivery_topic(billing):
                     reporter.acknowledge(h.header_value(message.headers(), h.INCIDENT_ID),
                                          h.header_value(message.headers(), h.REPLAY_ID))
@@ -130,17 +137,35 @@ def test_consumer_unavailable_per_consumer_dead_letters_replayed_on_recovery(
         done = reader.wait_for(lambda ms: "recovery/recovery_completed" in types_for(
             events(), billing_incident) and "communication/consumer_recovery_confirmed"
             in types_for(events(), f"consumer:{billing}"), timeout=60)
-        time.sleep(1)
+        # Nothing more is replayed: the worker handles two more health checks of billing,
+        # then a marker behind them on each redelivery topic reaches the service.
+        assert done and health_checks_processed(delivery_env, billing, count=2)
+        marker = Producer({"bootstrap.servers": bootstrap})
+        for topic in (redelivery_topic(billing), redelivery_topic(mailer)):
+            marker.produce(topic, key=MARKER, value=b"m")
+        marker.flush(10)
+        assert wait_until(lambda: sum(m.key() == MARKER for m in received) == 2, timeout=30)
     finally:
         stop.set()
         service.join(10)
         consumer.close()
     reader.close()
     assert done, [(e["incident_id"], e["event_type"]) for e in events()]
-    assert [(m.topic(), m.value()) for m in received] == [
+    replays = [m for m in received if m.key() != MARKER]
+    assert [(m.topic(), m.value()) for m in replays] == [
         (redelivery_topic(billing), b'{"order": 3}')]
-    assert h.header_value(received[0].headers(), h.REPLAY_ID)
+    # The replayed dead letter is the event byte for byte: key, value, and the original
+    # header list first and whole, then only the service's context headers.
+    [replayed] = replays
+    assert replayed.key() == b"o-3"
+    assert replayed.headers()[0] == ("trace", b"t3")
+    assert [kv for kv in replayed.headers() if kv[0] not in h.OWN] == [("trace", b"t3")]
+    assert h.header_value(replayed.headers(), h.REPLAY_ID)
+    assert h.header_value(replayed.headers(), h.CONSUMER_GROUP) == billing
     assert "recovery/recovery_completed" not in types_for(events(), mailer_incident)
+
+
+MARKER = b"test-marker"
 
 
 def unique(messages: list) -> list:

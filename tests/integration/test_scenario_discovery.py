@@ -16,7 +16,7 @@ from app.contracts import headers as h
 from app.kafka.config import consumer_config
 from app.scenarios import tool_discovery as t
 from app.scenarios.shared.tool_registry import QUERIES_TOPIC, TOPIC, ToolDirectoryClient, ToolEntry
-from tests.integration.test_pipeline import client_settings, types_for
+from tests.integration.test_pipeline import caught_up, client_settings, types_for
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -142,7 +142,7 @@ def test_progressive_tool_discovery(discovery_env, worker_factory, topic_prefix)
         done = reader.wait_for(lambda ms: wanted <= {e["incident_id"] for e in events()
                                                       if e["outcome"]}, timeout=60)
         queries = list(server.queries)
-    reader.poll_for(0.5)
+    assert caught_up(discovery_env, reader, [events_topic, registry_topic, *targets.values()])
     reader.close()
     assert done, [(e["incident_id"], e["event_type"]) for e in events()]
     outcome = {e["incident_id"]: e["event_type"] for e in events() if e["outcome"]}

@@ -11,7 +11,7 @@ from app.client import FailureReporter
 from app.client import control as ctl
 from app.client.partition_state import PartitionModeListener, PartitionStateLog
 from app.scenarios import network_partition as np
-from tests.integration.test_pipeline import client_settings, types_for
+from tests.integration.test_pipeline import caught_up, client_settings, types_for
 from tests.kafka_helpers import TopicReader, lifecycle, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_split_brain_autonomous_mode_then_merge_on_healed(
             lifecycle(codec, [m for m in ms if m.topic() == topics["events"]]), incident),
             timeout=60)
         assert reader.wait_for(lambda ms: listener.poll(0.1).state == "normal", timeout=30)
-        reader.poll_for(1)
+        assert caught_up(env, reader, list(topics.values()))
     finally:
         reader.close()
         listener.close()
@@ -145,7 +145,7 @@ conflict_strategy = "manual_resolution_required"
         assert reader.wait_for(lambda ms: np.PARTITION_RECOVERY_COMPLETED in types_for(
             lifecycle(codec, [m for m in ms if m.topic() == topics["events"]]), incident),
             timeout=30)
-        reader.poll_for(1)
+        assert caught_up(env, reader, list(topics.values()))
     finally:
         reader.close()
     events = lifecycle(codec, reader.on(topics["events"]))

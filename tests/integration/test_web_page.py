@@ -54,6 +54,17 @@ def web_env(applied_topics: dict[str, str], tmp_path) -> dict[str, str]:
     return applied_topics
 
 
+def add_dead_letter(env: dict[str, str], prefix: str, n: int) -> None:
+    reporter = FailureReporter(Settings(kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+                                        topic_prefix=prefix))
+    reporter.report(kind="EVENT_DELIVERY_FAILED", error_type="unprocessable_now",
+                    service="mailer", consumer_group=f"{prefix}mailer", work_item_id=f"dead-{n}",
+                    failed_record={"topic": "mail", "partition": 0, "offset": n, "key": b"m",
+                                   "value": b"v", "headers": []},
+                    dispatch_target=f"{prefix}mailer.redelivery")
+    reporter.flush()
+
+
 def produce_known_failures(env: dict[str, str], prefix: str) -> None:
     """Two dead letters, one escalation, two records in the poison topic (one poisoned
     incident and one undecodable report)."""
@@ -133,9 +144,20 @@ def test_overview_page_in_chromium_shows_what_the_test_produced(
             assert {("dead-1", "recovery/dead_lettered"), ("dead-2", "recovery/dead_lettered"),
                     ("auth-1", "recovery/escalated"),
                     ("fatal-1", "recovery/poisoned")} <= outcomes
-            # The page refreshes itself: after another snapshot the numbers are still there.
-            page.wait_for_timeout(2_500)
-            assert page.inner_text(f"{row} .total-lag") == "5"
+            # The page refreshes itself (no reload): a dead letter added and lag reduced after
+            # it loaded appear on it.
+            page.evaluate("window.__sameDocument = true")
+            add_dead_letter(web_env, topic_prefix, 3)
+            commit(bootstrap, group, topic, [7, 3])  # lag 2 on partition 0
+            page.wait_for_function(
+                "() => document.querySelector('#dead-letters').textContent === '3'",
+                timeout=60_000)
+            page.wait_for_function(
+                f"() => document.querySelector('{row} .total-lag').textContent === '2'",
+                timeout=60_000)
+            page.wait_for_selector('#events tr.event[data-incident="dead-3"]',
+                                   state="attached", timeout=60_000)
+            assert page.evaluate("window.__sameDocument") is True
         finally:
             browser.close()
 

@@ -21,8 +21,11 @@ from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
 from app.contracts import headers as h
 from app.contracts.failure_event import SUBJECT, new_failure_event
+from app.contracts.records import OutRecord
 from app.oversize import headers as oh
+from app.oversize import policy as op
 from app.oversize.assembler import Assembler, AssemblyLimits
+from app.oversize.encoder import encode
 from app.oversize.records import Incoming
 from app.oversize.reference import Reference, ReferenceRejected, StoreLocation, check
 from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
@@ -159,14 +162,94 @@ def test_assembler_never_crashes_on_forged_fragments(batch, spill, tmp_path_fact
             for rejected in outcome.rejected:
                 assert rejected.destination in ("poison", "dlq") and rejected.reason.strip()
             for whole in outcome.delivered:
-                # Only a set whose bytes match its declared checksum is ever delivered.
-                size = int(h.header_value(headers, oh.SIZE) or -1)
-                assert whole.value is not None and len(whole.value) <= max(size, 0) + 1 << 20
+                # Only a set whose bytes match its declared checksum and size is delivered.
+                assert whole.value is not None
+                assert hashlib.sha256(whole.value).hexdigest() == h.header_value(
+                    headers, oh.SHA256)
+                assert str(len(whole.value)) == h.header_value(headers, oh.SIZE)
         expired = assembler.expire(now=10_000.0)
         assert all(r.reason.strip() for r in expired.rejected)
         assert assembler.sets_in_progress == 0
     finally:
         assembler.close()
+
+
+FRAGMENTED = op.TopicPolicy(force=oh.FRAGMENTATION)
+
+
+@st.composite
+def fragment_sets(draw) -> tuple[dict[str, bytes], list[tuple[str, Incoming]], set[str]]:
+    """Real fragment sets (the encoder's, so their checksums match), 1-3 of them, shuffled
+    together, some fragments repeated, and some sets tampered with (a flipped byte, a
+    dropped fragment or a forged checksum). Returns the payloads by message id, the feed
+    (message id, record) and the tampered ids."""
+    payloads: dict[str, bytes] = {}
+    feed: list[tuple[str, OutRecord]] = []
+    tampered: set[str] = set()
+    for n in range(draw(st.integers(1, 3))):
+        payload = draw(st.binary(min_size=1, max_size=6000))
+        message_id = f"m{n}"
+        records = encode("t", b"k", payload, [("app", b"x")], limit=1700,
+                         policy=FRAGMENTED, message_id=message_id).records
+        assert len(records) >= 1
+        payloads[message_id] = payload
+        records = list(records)
+        if len(records) > 1:
+            harm = draw(st.sampled_from(["none", "none", "flip", "drop", "checksum"]))
+            at = draw(st.integers(0, len(records) - 1))
+            if harm == "flip":
+                value = bytearray(records[at].value)
+                value[draw(st.integers(0, len(value) - 1))] ^= 1
+                records[at] = OutRecord("t", records[at].key, bytes(value), records[at].headers)
+            elif harm == "drop":
+                del records[at]
+            elif harm == "checksum":
+                records = [OutRecord("t", r.key, r.value, h.with_context(
+                    r.headers, {oh.SHA256: "0" * 64})) for r in records]
+            if harm != "none":
+                tampered.add(message_id)
+        records += draw(st.lists(st.sampled_from(records), max_size=3))  # repeats
+        feed += [(message_id, r) for r in records]
+    order = draw(st.permutations(range(len(feed))))
+    incoming = [(feed[i][0], Incoming("t", 0, offset, None, feed[i][1].key,
+                                      bytes(feed[i][1].value), list(feed[i][1].headers)))
+                for offset, i in enumerate(order)]
+    return payloads, incoming, tampered
+
+
+@FUZZ
+@given(sets=fragment_sets(), spill=st.booleans())
+def test_assembler_delivers_matching_sets_once_and_only_them(sets, spill,
+                                                             tmp_path_factory) -> None:
+    tried("assembler, real sets")
+    payloads, feed, tampered = sets
+    # Room for every set: spilled beyond a 4 KB cap, or a cap that holds them all.
+    limits = AssemblyLimits(memory_bytes=4096 if spill else 1 << 20, expiry_s=60,
+                            max_message_bytes=1 << 20,
+                            spill_dir=tmp_path_factory.mktemp("spill") if spill else None)
+    assembler = Assembler(limits)
+    delivered: dict[str, list[bytes]] = {}
+    try:
+        for message_id, incoming in feed:
+            outcome = assembler.add(incoming, now=0.0)
+            for whole in outcome.delivered:
+                value = bytes(whole.value or b"")
+                # The bytes hash to the SHA-256 the set declares, and are the payload sent.
+                assert hashlib.sha256(value).hexdigest() == h.header_value(
+                    incoming.headers, oh.SHA256)
+                assert value == payloads[message_id]
+                assert whole.key == b"k" and whole.headers == [("app", b"x")]
+                delivered.setdefault(message_id, []).append(value)
+            for rejected in outcome.rejected:
+                assert rejected.destination in ("poison", "dlq") and rejected.reason.strip()
+        expired = assembler.expire(now=10_000.0)
+        assert all(r.reason.strip() for r in expired.rejected)
+        assert assembler.sets_in_progress == 0
+    finally:
+        assembler.close()
+    # Every untampered set delivered exactly once (repeats included); no tampered one.
+    assert {m: len(v) for m, v in delivered.items()} == {
+        m: 1 for m in payloads if m not in tampered}
 
 
 def test_assembler_rejects_out_of_range_indexes_and_totals() -> None:
