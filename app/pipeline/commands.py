@@ -34,10 +34,6 @@ def watchdog_command(incident_id: str) -> tuple[bytes, h.Headers]:
     return incident_id.encode(), [(h.COMMAND, WATCHDOG.encode())]
 
 
-def unknown(incident: d.Incident) -> bool:
-    return incident.state == "open" and incident.reports == 0
-
-
 class CommandStage:
     def __init__(self, services: Services, strategies: Strategies, watchdog: WatchdogStage):
         self.services = services
@@ -48,7 +44,7 @@ class CommandStage:
         command = h.header_value(record.headers, h.COMMAND)
         incident_id = (record.key or b"").decode(errors="replace")
         incident = d.Incident.from_json(incidents.get(incident_id), incident_id)
-        if command in (ACK, REPLAY) and unknown(incident):
+        if command in (ACK, REPLAY) and incident.unknown:
             await self.unmatched(record, command, incident_id)
         elif command == ACK:
             await self.acknowledge(record, incident, incidents)

@@ -64,6 +64,11 @@ class Incident:
         return cls(**values)
 
     @property
+    def unknown(self) -> bool:
+        """Never reported here: an empty entry (or no entry) in the table."""
+        return self.state == "open" and self.reports == 0
+
+    @property
     def updated_ms(self) -> int:
         """When the incident last changed (its latest history step)."""
         return self.history[-1][0] if self.history else self.last_failure_ms
@@ -223,7 +228,7 @@ def record_report(incident: Incident, report: Report, decision: Decision, now_ms
 def acknowledge(incident: Incident, now_ms: int) -> tuple[Incident, int | None]:
     """A successful redelivery. Returns the completed incident and its duration, or the
     incident unchanged and None when it was already finished (a repeated acknowledgement)."""
-    if incident.terminal or incident.state == "open" and incident.reports == 0:
+    if incident.terminal or incident.unknown:
         return incident, None
     duration = now_ms - incident.first_failure_ms if incident.first_failure_ms else None
     return incident.step(now_ms, "completed", state="completed"), duration

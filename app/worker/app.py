@@ -157,6 +157,7 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
     def consumer_healthy(group: str | None) -> bool:
         if not group:
             return True
+        # The one reading of consumer health for the pipeline (retry tiers, the watchdog).
         state = health.ConsumerHealth.from_json(consumer_health.get(group), group)
         return health.is_healthy(state, SYSTEM.now_ms(), watch)
 
@@ -330,7 +331,7 @@ def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_
     topic = app.topic(topic_name, allow_empty=True, **RAW)
 
     async def on_retry(record: RawRecord) -> None:
-        await pipeline.retries.on_retry(tier_ms, record, consumer_health)
+        await pipeline.retries.on_retry(tier_ms, record)
 
     async def tier_agent(stream: faust.StreamT) -> None:
         async for event in stream.events():

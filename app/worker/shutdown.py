@@ -45,21 +45,21 @@ class ShutdownDeadline:
             log.info("%s: stopping; exiting at the latest in %.0f s", name, self.timeout_s)
             return
         log.warning("%s again: exiting now, without waiting for the shutdown", name)
-        self._leave(128 + signum, ["second signal"])
+        self._leave(128 + signum, "second signal")
 
     def expired(self) -> None:
         log.error("shutdown did not finish within %.0f s (RECOVERY_SHUTDOWN_TIMEOUT_S): "
                   "exiting; input not committed is redone by the next worker", self.timeout_s)
-        self._leave(EXIT_DEADLINE_PASSED, ["deadline passed"])
+        self._leave(EXIT_DEADLINE_PASSED, "deadline passed")
 
     def cancel(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
 
-    def _leave(self, code: int, why: list[str]) -> None:
+    def _leave(self, code: int, why: str) -> None:
         try:
             for line in self.report():
-                log.error("at exit (%s): %s", why[0], line)
+                log.error("at exit (%s): %s", why, line)
         except Exception as exc:  # the report must never keep the process alive
             log.error("at exit: could not describe the unfinished work: %s", exc)
         for handler in logging.getLogger().handlers:

@@ -5,14 +5,11 @@ redelivery topic, a tool server's request topic)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from app.contracts import headers as h
 from app.contracts import lifecycle
 from app.contracts.lifecycle import step_id
 from app.contracts.records import RawRecord
-from app.pipeline import health
 from app.pipeline.outcomes import forwarded, redelivery
 from app.pipeline.retry import tiers
 from app.pipeline.services import Services
@@ -24,16 +21,13 @@ class RetryStage:
     def __init__(self, services: Services):
         self.services = services
 
-    async def on_retry(self, tier_ms: int, record: RawRecord,
-                       health_table: Mapping[str, Any]) -> None:
+    async def on_retry(self, tier_ms: int, record: RawRecord) -> None:
         services, clock, names = self.services, self.services.clock, self.services.topics
         due = h.header_int(record.headers, h.RETRY_DUE) or 0
         enqueued = record.timestamp_ms or clock.now_ms()
         await clock.sleep_ms(tiers.wake_at(enqueued, tier_ms, due) - clock.now_ms())
         group = h.header_value(record.headers, h.CONSUMER_GROUP)
-        state = health.ConsumerHealth.from_json(health_table.get(group), group) if group else None
-        now = clock.now_ms()
-        step = tiers.plan(due, now, health.is_healthy(state, now, services.watch),
+        step = tiers.plan(due, clock.now_ms(), services.consumer_healthy(group),
                           list(names.tiers), services.settings.hold_retry_ms)
         incident_id = h.header_value(record.headers, h.INCIDENT_ID) or ""
         attempt = h.header_int(record.headers, h.ATTEMPT) or 0
