@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # worker looks for incidents past their deadline every watchdog_interval_ms (0 = off).
     ack_timeout_ms: int = 60_000
     watchdog_interval_ms: int = 5_000
+    # An intake partition with records waiting that its agent has not touched for this long
+    # is rescued: sought again, then a group rejoin, then exit 4 (app/worker/stall.py; 0 = off).
+    input_stall_s: float = 30.0
     # Consumer-lag monitoring (app/lag): the worker takes a snapshot every lag_interval_s
     # (0 = off) of the groups matching lag_groups (comma-separated globs, empty = all);
     # statuses are judged over the last lag_window snapshots.

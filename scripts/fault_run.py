@@ -435,7 +435,8 @@ class Run:
         self.workers: list[Worker] = []
         self.faults = plan(config, self.rng)
         self.next_target = config.events
-        self.stall_states: dict[str, Any] = {}
+        self.stall_states: dict[str, Any] | None = None
+        self.faults_stopped: str | None = None
         self.notes: list[str] = []
         self.unexpected_exits: list[str] = []
 
@@ -445,6 +446,11 @@ class Run:
         whole run be produced before the next one)."""
         window = max(100, min(int(self.config.rate * 20), self.config.events // 10))
         return min(self.outcomes.progress(), self.next_target) + window
+
+    def produce_beyond(self, index: int) -> None:
+        """A fault that waits for outcomes of new events lets production go on past the next
+        fault's moment, up to `index` at least: else the two would wait on each other."""
+        self.next_target = min(self.config.events, max(self.next_target, index))
 
     def t(self) -> float:
         return round(time.monotonic() - self.began, 1)
@@ -494,14 +500,33 @@ class Run:
 
     # -- faults ----------------------------------------------------------------------------
 
-    def wait_progress(self, target: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_progress(self, target: int, stall: float) -> bool:
+        """Until `target` outcomes are counted; False once no new outcome came for `stall`
+        seconds (a stalled run is reported, not waited on)."""
+        last, last_change = -1, time.monotonic()
+        while time.monotonic() - last_change < stall:
             self.watch_workers()
-            if self.outcomes.progress() >= target:
+            progress = self.outcomes.progress()
+            if progress >= target:
                 return True
+            if progress != last:
+                last, last_change = progress, time.monotonic()
             time.sleep(0.2)
         return False
+
+    def stop_faults(self, why: str) -> None:
+        """No further fault is injected: the run goes to its final count and reports."""
+        self.faults_stopped = why
+        self.notes.append(why)
+        say(why)
+
+    def save_stall_states(self, label: str) -> None:
+        """Each live worker's /debug/consumer-state and consumer-tasks, once per run: why a
+        worker that is alive processes nothing."""
+        if self.stall_states is None:
+            say(f"{label}: saving each worker's /debug/consumer-state and consumer-tasks")
+            self.stall_states = {f"worker-{w.slot}.{w.incarnation}": w.debug_snapshot("stall")
+                                 for w in self.workers if w.alive()}
 
     def watch_workers(self) -> None:
         """A worker that died by itself (not by our SIGKILL) is a failure of the run; it is
@@ -538,11 +563,18 @@ class Run:
         say(f"SIGKILL worker {worker.slot} (pid {pid}) at {fault.progress_at_start} outcomes; "
             f"restart in {pause}s")
         time.sleep(pause)
+        self.produce_beyond(self.producing.produced + 1)
         worker.start()
         fault.detail = {"worker": worker.slot, "pid": pid, "restart_after_s": pause,
                         "new_pid": worker.pid}
-        resumed = self.first_new_outcome(killed, self.producing.produced, 240)
+        resumed = self.first_new_outcome(killed, self.producing.produced,
+                                         self.config.stall_timeout)
         fault.detail["first_new_outcome_after_s"] = resumed
+        if resumed is None:
+            self.save_stall_states(f"no outcome {self.config.stall_timeout:.0f}s after the "
+                                   "restart")
+            self.stop_faults(f"the restarted worker {worker.slot} produced no outcome of a new "
+                             f"event within {self.config.stall_timeout:.0f}s")
         say(f"worker {worker.slot} back: first outcome of a newly produced event "
             f"{resumed}s after the kill")
 
@@ -578,15 +610,17 @@ class Run:
         # Carrying on means more than flushing what was in flight: outcomes for events
         # produced after the thaw, and a good share of them, from the very same processes.
         wanted = min(self.config.events - produced_at_resume, max(200, self.config.events // 20))
+        self.produce_beyond(produced_at_resume + wanted)
         if wanted <= 0:
             self.notes.append("every event was produced before the thaw: carrying on after "
                               "the freeze is not shown by this run")
             say(self.notes[-1])
-        first = self.first_new_outcome(resumed, produced_at_resume, 300) if wanted > 0 else None
+        first = (self.first_new_outcome(resumed, produced_at_resume, self.config.stall_timeout)
+                 if wanted > 0 else None)
         with self.outcomes.lock:
             base = sum(1 for fid in self.outcomes.outcomes
                        if self.producing.index.get(fid, -1) >= produced_at_resume)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + (self.config.stall_timeout if first is not None else 0)
         new = base
         while time.monotonic() < deadline and new - base < wanted:
             time.sleep(0.5)
@@ -621,12 +655,14 @@ class Run:
             f"{len(self.workers)} worker(s); faults planned at "
             + ", ".join(f"{f.kind}@{f.at_fraction:.0%}" for f in self.faults))
         for n, fault in enumerate(self.faults):
+            if self.faults_stopped:
+                break
             target = int(fault.at_fraction * self.config.events)
             self.next_target = target
-            if not self.wait_progress(target, self.config.stall_timeout * 3):
-                self.notes.append(f"progress stalled before {fault.kind}: "
-                                  f"{self.outcomes.progress()} < {target}")
-                say(self.notes[-1])
+            if not self.wait_progress(target, self.config.stall_timeout):
+                self.save_stall_states(f"progress stalled before {fault.kind}")
+                self.stop_faults(f"progress stalled before {fault.kind}: "
+                                 f"{self.outcomes.progress()} < {target}")
                 break
             fault.started = self.t()
             fault.progress_at_start = self.outcomes.progress()
@@ -652,10 +688,8 @@ class Run:
                 last, last_change = done, time.monotonic()
             elif not snapshot_taken and time.monotonic() - last_change > snapshot_after:
                 snapshot_taken = True
-                say(f"no new outcome for {snapshot_after:.0f}s with {len(acked) - done} events "
-                    "open: saving each worker's /debug/consumer-state and consumer-tasks")
-                self.stall_states = {f"worker-{w.slot}.{w.incarnation}": w.debug_snapshot("stall")
-                                     for w in self.workers if w.alive()}
+                self.save_stall_states(f"no new outcome for {snapshot_after:.0f}s with "
+                                       f"{len(acked) - done} events open")
             elif time.monotonic() - last_change > self.config.stall_timeout:
                 self.notes.append(f"no new outcome for {self.config.stall_timeout:.0f}s with "
                                   f"{len(acked) - done} events still open and "

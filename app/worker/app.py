@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,7 @@ from app.pipeline.topology import TopicNames
 from app.pipeline.watchdog import Wait
 from app.policy.loaded import load_policy_set
 from app.settings import Settings
-from app.worker import lifecycle_counts, metrics, offset_gaps, web
+from app.worker import consumer_state, lifecycle_counts, metrics, offset_gaps, stall, web
 from app.worker.lag_monitor import LagMonitor
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,14 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
             await incident_skipped.handle(message_record(event.message), on_incident_input)
             counts.flush()
 
+    if settings.input_stall_s > 0:
+        guard = stall_guard(app, incident_skipped, committed, {topics.failures, topics.commands},
+                            settings.input_stall_s)
+
+        @app.timer(max(1.0, settings.input_stall_s / 5))
+        async def intake_stall_check() -> None:
+            await guard.check()
+
     for tier_ms, tier_topic in topics.tiers.items():
         register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
                             skipped_records())
@@ -276,6 +285,44 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
                 log.warning("lag snapshot failed: %s", exc)
 
     return Recovery(app, pipeline, lag_monitor)
+
+
+def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
+                committed: offset_gaps.CommittedOffsets, intake: set[str],
+                bound_s: float) -> stall.StallGuard:
+    """The intake agent's stall guard (app/worker/stall.py) over Faust's consumer."""
+
+    def partitions() -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in app.consumer.assignment()
+                if tp.topic in intake}
+
+    def counting() -> bool:
+        return not (app.rebalancing or app.in_recovery or skipped.busy)
+
+    async def seek(tp: tuple[str, int], offset: int) -> None:
+        await app.consumer.seek(TP(*tp), offset)
+
+    async def rejoin() -> None:
+        thread = app.consumer._thread  # Faust's consumer thread owns the aiokafka client
+
+        async def request() -> None:
+            thread._consumer._coordinator.request_rejoin()
+
+        try:
+            await asyncio.wait_for(thread.call_thread(request), 15)
+        except Exception as exc:  # the next bound exits instead
+            log.error("could not ask the group for a rejoin: %r", exc)
+
+    def leave(code: int) -> None:
+        logging.shutdown()
+        os._exit(code)
+
+    return stall.StallGuard(
+        clock=stall.StallClock(int(bound_s * 1000)), partitions=partitions,
+        expected=skipped.expected, committed=committed.start_offset,
+        end_offset=committed.end_offset,
+        counting=counting, seek=seek, rejoin=rejoin, exit=leave,
+        state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
 
 
 class CheckedRecently:

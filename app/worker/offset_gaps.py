@@ -150,6 +150,32 @@ class CommittedOffsets:
             return None
         return tp.offset if tp.offset >= 0 else None
 
+    def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """The partition's first and end offsets on the broker now (None: not known)."""
+        with self._lock:
+            if self._reader is None:
+                self._reader = Consumer({**self.config, "enable.auto.commit": False})
+        try:
+            low, high = self._reader.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=10)
+        except Exception as exc:
+            log.warning("watermarks of %s[%d] unknown: %s", topic, partition, exc)
+            return None
+        return low, high
+
+    def end_offset(self, topic: str, partition: int) -> int | None:
+        marks = self.watermarks(topic, partition)
+        return marks[1] if marks else None
+
+    def start_offset(self, topic: str, partition: int) -> int | None:
+        """Where the group reads a partition from: its committed offset, or with none the
+        partition's first offset (the worker reads from the earliest)."""
+        committed = self(topic, partition)
+        if committed is not None:
+            return committed
+        marks = self.watermarks(topic, partition)
+        return marks[0] if marks else None
+
 
 class SkippedRecords:
     """Per agent: finds the records skipped before each one and hands them over first.
@@ -173,9 +199,25 @@ class SkippedRecords:
         self.seen_generation: int | None = None
         self.tracker = ExpectedOffsets()
         self.recovered = 0
+        self.busy = False  # a record (or a re-read range) is being handled now
+
+    def expected(self, tp: tuple[str, int]) -> int | None:
+        """The offset the agent expects next on `tp` in the current consumer generation
+        (None: it has handled nothing there in this generation)."""
+        if self.seen_generation != self.generation():
+            return None
+        return self.tracker.next_offset.get(tp)
 
     async def handle(self, record: RawRecord,
                      handler: Callable[[RawRecord], Awaitable[None]]) -> None:
+        self.busy = True
+        try:
+            await self._handle(record, handler)
+        finally:
+            self.busy = False
+
+    async def _handle(self, record: RawRecord,
+                      handler: Callable[[RawRecord], Awaitable[None]]) -> None:
         generation = self.generation()
         if generation != self.seen_generation:
             assignment = self.assignment()

@@ -99,6 +99,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
     time.sleep(1)
     second = worker_factory()
     done = reader.wait_for(outcomes.complete, timeout=240)
+    assert done, (len(outcomes.per_event), second.log_tail())
     # Anything late would be a duplicate: wait until the worker has processed every input
     # it has, then read its outputs to the end.
     assert caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120)
@@ -109,7 +110,6 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
           f"{outcomes.repeats} outcome records repeated an id after the restart")
     lost = [i for i in ids if counts[i] == 0]
     duplicated = {i: n for i, n in counts.items() if n > 1}
-    assert done, (len(counts), second.log_tail())
     assert killed_at < EVENTS * 3, "the kill came after the run had finished"
     assert lost == []
     assert duplicated == {}

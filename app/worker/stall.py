@@ -1,0 +1,121 @@
+"""A worker whose intake agent has records waiting and handles none of them is rescued.
+
+Seen a few times around a worker's restart under load (docs/exactly-once.md): the
+replacement joined its group, restored its tables, logged "Ready" and then handed nothing
+to its agents, or left the last records of a partition unhandled, until a test gave up.
+The cause inside Faust was not pinned down. Whatever it is, it shows from outside the same
+way: on a partition the worker holds, Kafka has records beyond the offset the agent expects
+next, the agent is not busy with one, the worker is neither rebalancing nor restoring its
+tables, and this lasts. So each intake partition has a bound (RECOVERY_INPUT_STALL_S):
+
+1. past it, the partition is sought back to the first unhandled offset (Faust fetches and
+   hands the records over again; one handled already is a repeat with the same ids);
+2. past it once more, the worker asks its group for a rejoin (Faust's revoke, assign, table
+   recovery and seek to the committed offsets run again);
+3. past it a third time, the worker exits with code 4 so its supervisor restarts it.
+
+Every step is logged at ERROR with the consumer's state (/debug/consumer-state), so a stall
+that comes back is diagnosed from its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STALL_EXIT_CODE = 4
+
+TP = tuple[str, int]
+
+
+class Rescue(Enum):
+    SEEK = "seek"
+    REJOIN = "rejoin"
+    EXIT = "exit"
+
+
+@dataclass
+class StallClock:
+    """Per partition: since when the agent has had records waiting without handling one.
+    Pure: the caller gives the offsets, the time and whether a wait counts now."""
+
+    bound_ms: int
+    since: dict[TP, tuple[int, int]] = field(default_factory=dict)  # tp -> (next, since_ms)
+    steps: dict[TP, int] = field(default_factory=dict)  # rescues taken in the current stall
+
+    def observe(self, tp: TP, next_offset: int | None, end_offset: int | None,
+                now_ms: int, counting: bool) -> Rescue | None:
+        """The rescue due on this partition now, if any. `next_offset` is the offset the agent
+        expects next, `end_offset` the partition's end; `counting` is False while the worker
+        rebalances, restores its tables or the agent is busy with a record (a wait there is
+        not a stall)."""
+        waiting = (next_offset is not None and end_offset is not None
+                   and end_offset > next_offset)
+        last = self.since.get(tp)
+        if not waiting or not counting or last is None or last[0] != next_offset:
+            # Progress, nothing waiting, or a wait that does not count: the clock starts over.
+            self.since[tp] = (next_offset if next_offset is not None else -1, now_ms)
+            if not waiting or last is None or last[0] != next_offset:
+                self.steps.pop(tp, None)
+            return None
+        step = self.steps.get(tp, 0)
+        if now_ms - last[1] < self.bound_ms:
+            return None
+        self.since[tp] = (next_offset, now_ms)  # the next step needs a bound of its own
+        self.steps[tp] = step + 1
+        return (Rescue.SEEK, Rescue.REJOIN, Rescue.EXIT)[min(step, 2)]
+
+    def forget_except(self, held: set[TP]) -> None:
+        for tp in set(self.since) - held:
+            self.since.pop(tp, None)
+            self.steps.pop(tp, None)
+
+
+@dataclass
+class StallGuard:
+    """The worker side: reads the offsets, asks the clock, takes the rescue."""
+
+    clock: StallClock
+    partitions: Callable[[], set[TP]]  # the intake partitions this worker holds
+    expected: Callable[[TP], int | None]  # the agent's next offset (None: none handled)
+    committed: Callable[[str, int], int | None]  # where the group reads from; blocking
+    end_offset: Callable[[str, int], int | None]  # blocking: asked in an executor
+    counting: Callable[[], bool]
+    seek: Callable[[TP, int], Awaitable[None]]
+    rejoin: Callable[[], Awaitable[None]]
+    exit: Callable[[int], None]
+    state: Callable[[], Any]
+    now_ms: Callable[[], int]
+    rescues: int = 0
+
+    async def check(self) -> None:
+        loop = asyncio.get_running_loop()
+        held = self.partitions()
+        self.clock.forget_except(held)
+        for tp in sorted(held):
+            next_offset = self.expected(tp)
+            if next_offset is None:
+                next_offset = await loop.run_in_executor(None, self.committed, *tp)
+            end = await loop.run_in_executor(None, self.end_offset, *tp)
+            rescue = self.clock.observe(tp, next_offset, end, self.now_ms(), self.counting())
+            if rescue is None:
+                continue
+            self.rescues += 1
+            log.error("%s[%d]: records %s-%s waited %.0fs and the agent handled none; rescue: "
+                      "%s. consumer state: %s", tp[0], tp[1], next_offset,
+                      (end or 0) - 1, self.clock.bound_ms / 1000, rescue.value, self.state())
+            if rescue is Rescue.SEEK:
+                assert next_offset is not None
+                await self.seek(tp, next_offset)
+            elif rescue is Rescue.REJOIN:
+                await self.rejoin()
+                return  # every partition is assigned anew
+            else:
+                self.exit(STALL_EXIT_CODE)
+                return

@@ -1,0 +1,76 @@
+"""A worker whose intake agent never got the records of one partition rescues them.
+
+The fault is injected into a real worker on the real broker (tests/integration/
+dropping_worker.py): Faust's consumer drops each record of failures[0] the first time it is
+fetched, so nothing after it reveals the loss. The stall guard (app/worker/stall.py) sees
+records waiting on the partition that the agent has not handled, seeks the partition back,
+and every failure event gets its outcome."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from app.contracts.failure_event import new_failure_event
+from app.kafka.config import producer_config
+from app.settings import Settings
+from tests.conftest import REPO
+from tests.kafka_helpers import TopicReader, locked_codec
+
+pytestmark = pytest.mark.integration
+
+EVENTS = 20
+
+
+def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topics,
+                                                                    topic_prefix,
+                                                                    tmp_path: Path):
+    settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
+                        topic_prefix=topic_prefix)
+    codec = locked_codec()
+    failures = settings.topic("recovery.failures")
+    producer = Producer(producer_config(settings))
+    ids = set()
+    for i in range(EVENTS):
+        # Dead-lettered at once (no record to retry): one outcome per event, quickly.
+        event = new_failure_event(kind="EVENT_DELIVERY_FAILED",
+                                  error_type="consumer_unavailable", service="bus",
+                                  work_item_id=f"w{i}")
+        ids.add(event["event_id"])
+        producer.produce(failures, partition=0, key=f"w{i}".encode(),
+                         value=codec.encode("failure-event", event))
+    assert producer.flush(30) == 0
+
+    env = {**applied_topics, "RECOVERY_INPUT_STALL_S": "3",
+           "RECOVERY_TEST_DROP_TOPIC": failures, "RECOVERY_TEST_DROP_PARTITION": "0"}
+    log_path = tmp_path / "worker.log"
+    with log_path.open("ab") as log:
+        worker = subprocess.Popen([sys.executable, "tests/integration/dropping_worker.py"],
+                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    reader = TopicReader(settings.kafka_bootstrap_servers, [settings.topic("recovery.events")])
+    try:
+        def outcomes(messages) -> set[str]:
+            events = (codec.decode(m.value(), "lifecycle-event") for m in messages)
+            return {e["failure_event_id"] for e in events if e["outcome"] == "dead_lettered"}
+
+        done = reader.wait_for(lambda ms: outcomes(ms) >= ids, timeout=150)
+        text = log_path.read_text(errors="replace")
+        assert "injected: dropped" in text, text[-3000:]  # the fault did happen
+        assert done, (len(outcomes(reader.messages)), text[-3000:])
+        # ...and it was the guard that brought the records back, saying so in the log.
+        assert "rescue: seek" in text, text[-3000:]
+        assert worker.poll() is None, "the seek sufficed: no rejoin or exit was needed"
+        assert "rescue: exit" not in text
+    finally:
+        reader.close()
+        worker.terminate()
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,119 @@
+"""The intake stall guard: when a partition counts as stalled, and which rescue comes next."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.worker.stall import STALL_EXIT_CODE, Rescue, StallClock, StallGuard
+
+TP = ("t.recovery.failures", 0)
+
+
+def test_records_waiting_past_the_bound_are_sought_then_rejoined_then_exit():
+    clock = StallClock(bound_ms=1000)
+    assert clock.observe(TP, 5, 9, 0, True) is None  # the clock starts
+    assert clock.observe(TP, 5, 9, 999, True) is None
+    assert clock.observe(TP, 5, 9, 1000, True) is Rescue.SEEK
+    assert clock.observe(TP, 5, 9, 1999, True) is None  # each step has a bound of its own
+    assert clock.observe(TP, 5, 9, 2000, True) is Rescue.REJOIN
+    assert clock.observe(TP, 5, 9, 3000, True) is Rescue.EXIT
+
+
+def test_progress_starts_the_clock_and_the_steps_over():
+    clock = StallClock(bound_ms=1000)
+    clock.observe(TP, 5, 9, 0, True)
+    assert clock.observe(TP, 5, 9, 1000, True) is Rescue.SEEK
+    assert clock.observe(TP, 6, 9, 1500, True) is None  # the agent handled one
+    assert clock.observe(TP, 6, 9, 2499, True) is None
+    assert clock.observe(TP, 6, 9, 2500, True) is Rescue.SEEK  # a new stall begins at seek
+
+
+def test_nothing_waiting_is_never_a_stall():
+    clock = StallClock(bound_ms=1000)
+    for now in range(0, 10_000, 500):
+        assert clock.observe(TP, 9, 9, now, True) is None  # caught up
+        assert clock.observe(("t.other", 1), None, 4, now, True) is None  # no expectation
+
+
+def test_a_wait_that_does_not_count_holds_the_clock_but_keeps_the_step():
+    clock = StallClock(bound_ms=1000)
+    clock.observe(TP, 5, 9, 0, True)
+    assert clock.observe(TP, 5, 9, 1000, True) is Rescue.SEEK
+    # Rebalancing, restoring tables or busy with a record: the clock starts over...
+    assert clock.observe(TP, 5, 9, 1900, False) is None
+    assert clock.observe(TP, 5, 9, 2800, True) is None
+    # ...but the stall is the same one: the next step is the rejoin, not a second seek.
+    assert clock.observe(TP, 5, 9, 2900, True) is Rescue.REJOIN
+
+
+def test_catching_up_ends_the_stall():
+    clock = StallClock(bound_ms=1000)
+    clock.observe(TP, 5, 9, 0, True)
+    assert clock.observe(TP, 5, 9, 1000, True) is Rescue.SEEK
+    assert clock.observe(TP, 5, 5, 1100, True) is None  # end offset moved down? nothing waits
+    clock.observe(TP, 5, 9, 1200, True)
+    assert clock.observe(TP, 5, 9, 2200, True) is Rescue.SEEK
+
+
+def test_partitions_no_longer_held_are_forgotten():
+    clock = StallClock(bound_ms=1000)
+    clock.observe(TP, 5, 9, 0, True)
+    clock.forget_except(set())
+    assert clock.observe(TP, 5, 9, 1500, True) is None  # starts again
+
+
+class Fake:
+    def __init__(self, expected, committed, end):
+        self.now = 0
+        self.expected_offsets = expected
+        self.committed_offsets = committed
+        self.ends = end
+        self.sought: list[tuple] = []
+        self.rejoins = 0
+        self.exits: list[int] = []
+        self.count = True
+
+    def guard(self) -> StallGuard:
+        async def seek(tp, offset):
+            self.sought.append((tp, offset))
+
+        async def rejoin():
+            self.rejoins += 1
+
+        return StallGuard(
+            clock=StallClock(1000), partitions=lambda: set(self.ends),
+            expected=self.expected_offsets.get,
+            committed=lambda topic, partition: self.committed_offsets.get((topic, partition)),
+            end_offset=lambda topic, partition: self.ends.get((topic, partition)),
+            counting=lambda: self.count, seek=seek, rejoin=rejoin, exit=self.exits.append,
+            state=lambda: {"flow": True}, now_ms=lambda: self.now)
+
+
+def test_the_guard_seeks_to_the_first_unhandled_offset_of_the_stalled_partition_only():
+    other = ("t.recovery.failures", 1)
+    fake = Fake(expected={TP: 7}, committed={other: 3}, end={TP: 12, other: 3})
+    guard = fake.guard()
+    for fake.now in (0, 500, 1000):
+        asyncio.run(guard.check())
+    assert fake.sought == [(TP, 7)]
+    assert guard.rescues == 1
+
+
+def test_with_nothing_handled_yet_the_committed_offset_is_the_expectation():
+    # The replacement worker that consumed nothing: no record handled in this generation.
+    fake = Fake(expected={}, committed={TP: 40}, end={TP: 90})
+    guard = fake.guard()
+    for fake.now in (0, 1000, 2000, 3000):
+        asyncio.run(guard.check())
+    assert fake.sought == [(TP, 40)]
+    assert fake.rejoins == 1
+    assert fake.exits == [STALL_EXIT_CODE]
+
+
+def test_the_guard_does_nothing_while_waits_do_not_count():
+    fake = Fake(expected={TP: 7}, committed={}, end={TP: 12})
+    fake.count = False
+    guard = fake.guard()
+    for fake.now in range(0, 10_000, 500):
+        asyncio.run(guard.check())
+    assert (fake.sought, fake.rejoins, fake.exits) == ([], 0, [])
