@@ -26,13 +26,7 @@ pytestmark = pytest.mark.integration
 EVENTS = 20
 
 
-def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topics,
-                                                                    topic_prefix,
-                                                                    tmp_path: Path):
-    settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
-                        topic_prefix=topic_prefix)
-    codec = locked_codec()
-    failures = settings.topic("recovery.failures")
+def produce_failures(settings: Settings, codec) -> set[str]:
     producer = Producer(producer_config(settings))
     ids = set()
     for i in range(EVENTS):
@@ -41,17 +35,32 @@ def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topic
                                   error_type="consumer_unavailable", service="bus",
                                   work_item_id=f"w{i}")
         ids.add(event["event_id"])
-        producer.produce(failures, partition=0, key=f"w{i}".encode(),
-                         value=codec.encode("failure-event", event))
+        producer.produce(settings.topic("recovery.failures"), partition=0,
+                         key=f"w{i}".encode(), value=codec.encode("failure-event", event))
     assert producer.flush(30) == 0
+    return ids
 
-    env = {**applied_topics, "RECOVERY_INPUT_STALL_S": "3",
-           "RECOVERY_TEST_DROP_TOPIC": failures, "RECOVERY_TEST_DROP_PARTITION": "0"}
-    log_path = tmp_path / "worker.log"
+
+def dropping_worker(env: dict[str, str], settings: Settings, log_path: Path,
+                    always: bool) -> subprocess.Popen:
+    env = {**env, "RECOVERY_INPUT_STALL_S": "3",
+           "RECOVERY_TEST_DROP_TOPIC": settings.topic("recovery.failures"),
+           "RECOVERY_TEST_DROP_PARTITION": "0", "RECOVERY_TEST_DROP_ALWAYS": "1" if always else "0"}
     with log_path.open("ab") as log:
-        worker = subprocess.Popen([sys.executable, "tests/integration/dropping_worker.py"],
-                                  env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        return subprocess.Popen([sys.executable, "tests/integration/dropping_worker.py"],
+                                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topics,
+                                                                    topic_prefix,
+                                                                    tmp_path: Path):
+    settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
+                        topic_prefix=topic_prefix)
+    codec = locked_codec()
+    ids = produce_failures(settings, codec)
+    log_path = tmp_path / "worker.log"
+    worker = dropping_worker(applied_topics, settings, log_path, always=False)
     reader = TopicReader(settings.kafka_bootstrap_servers, [settings.topic("recovery.events")])
     try:
         def outcomes(messages) -> set[str]:
@@ -74,3 +83,30 @@ def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topic
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()
+
+
+def test_a_partition_that_never_gets_through_ends_in_a_rejoin_and_then_exit_4(applied_topics,
+                                                                             topic_prefix,
+                                                                             tmp_path: Path):
+    """Seeking does not help when every fetch of the partition is lost: the worker asks its
+    group for a rejoin (a new generation), and when that does not help either it exits with
+    code 4 for its supervisor to restart it, within three bounds of the stall."""
+    settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
+                        topic_prefix=topic_prefix)
+    produce_failures(settings, locked_codec())
+    log_path = tmp_path / "worker.log"
+    worker = dropping_worker(applied_topics, settings, log_path, always=True)
+    try:
+        code = worker.wait(150)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    text = log_path.read_text(errors="replace")
+    assert code == 4, text[-3000:]
+    seek, rejoin, leave = (text.find(f"rescue: {step}") for step in ("seek", "rejoin", "exit"))
+    assert -1 < seek < rejoin < leave, text[-3000:]
+    # The rejoin really rebalanced: the group was joined again after it was asked for.
+    assert "(Re-)joining group" in text[rejoin:leave], text[rejoin:leave][-3000:]
