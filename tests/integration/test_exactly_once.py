@@ -24,7 +24,7 @@ from tests.kafka_helpers import TopicReader, locked_codec
 
 pytestmark = pytest.mark.integration
 
-EVENTS = int(os.environ.get("RECOVERY_EOS_TEST_EVENTS", "10000"))
+EVENTS = int(os.environ.get("RECOVERY_EOS_TEST_EVENTS", "6000"))
 TERMINAL = {"dead_lettered", "poisoned", "escalated", "completed"}
 
 
