@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import AvroCodec, LockedSchemaIds
@@ -92,12 +92,30 @@ def end_offsets(bootstrap: str, topics: list[str]) -> dict[tuple[str, int], int]
         probe.close()
 
 
-def committed_offsets(bootstrap: str, group: str,
-                      partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+# librdkafka does not mark these retriable, but a new broker answers them for a while.
+COORDINATOR_MOVING = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                      KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def committed_offsets(bootstrap: str, group: str, partitions: list[tuple[str, int]],
+                      timeout: float = 30) -> dict[tuple[str, int], int]:
+    """The group's committed offsets (-1001: none), read without joining. A coordinator
+    that is moving or still loading (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS on a
+    broker just started) is asked again until `timeout`."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + timeout
     try:
-        found = probe.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): tp.offset for tp in found}
+        while True:
+            try:
+                found = probe.committed([TopicPartition(t, p) for t, p in partitions],
+                                        timeout=10)
+                return {(tp.topic, tp.partition): tp.offset for tp in found}
+            except KafkaException as exc:
+                error = exc.args[0]
+                moving = error.code() in COORDINATOR_MOVING or error.retriable()
+                if not moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         probe.close()
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from app.client import FailureReporter, RecoveringConsumer
 from app.client.consumer import ensure_topic
@@ -21,7 +21,7 @@ from app.kafka import config as kafka_config
 from app.settings import Settings
 from tests.conftest import REPO, wait_until
 from tests.integration.test_pipeline import ConsumerThread, client_settings
-from tests.kafka_helpers import TopicReader, locked_codec
+from tests.kafka_helpers import TopicReader, committed_offsets, locked_codec
 from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
@@ -31,12 +31,7 @@ HOLDING = "not acknowledged by the broker"  # the wrappers' warning while they h
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
     """The group's committed offset on partition 0 (-1001: none), read without joining."""
-    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        [tp] = reader.committed([TopicPartition(topic, 0)], timeout=10)
-        return tp.offset
-    finally:
-        reader.close()
+    return committed_offsets(bootstrap, group, [(topic, 0)])[(topic, 0)]
 
 
 def reports_of(codec, messages: list[Message], value: bytes) -> list[dict]:

@@ -27,6 +27,8 @@ app = faust.App(
     store="memory://",
     consumer_auto_offset_reset="earliest",
     topic_replication_factor=1,
+    # A stopped service's partitions go to its replacement after 10 s, not a minute.
+    broker_session_timeout=10.0,
 )
 reporter_bootstrap = os.environ.get("BILLING_REPORTER_BOOTSTRAP")
 reporter = FailureReporter(settings.model_copy(
