@@ -5,6 +5,12 @@ SIGKILLed and restarted later, (c) every broker JVM is frozen (SIGSTOP) for a wh
 resumed (SIGCONT). Then it counts terminal outcomes per failure event: zero lost and zero
 duplicated is the pass mark, and the worker must carry on after the freeze by itself.
 
+Beside the events decided on arrival runs the retry path: a service on the client API
+(`RecoveringConsumer`) whose handler fails each order once and succeeds on the redelivery
+(--orders, default one per 20 events). Each order's incident must end exactly once
+(`recovery_completed`, or dead-lettered by the watchdog), none left open; with
+--back-to-back every worker kill is followed by a second one within 2 s of the restart.
+
   .venv/bin/python scripts/fault_run.py [--events 100000] [--port 45092] [--workers 1]
       [--rate 500] [--worker-kills 3] [--freeze-seconds 30] [--broker-down-seconds 20]
       [--seed N] [--report docs/benchmarks/fault-run.md] [--json PATH] [--keep]
@@ -24,6 +30,7 @@ import collections
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import random
 import re
@@ -47,6 +54,8 @@ sys.path.insert(0, str(REPO))
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
 
+from app.client import RecoveringConsumer  # noqa: E402
+from app.client.consumer import ensure_topic  # noqa: E402
 from app.contracts import headers as h  # noqa: E402
 from app.kafka.config import admin_config, consumer_config, producer_config  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -60,6 +69,7 @@ CODEC = locked_codec()
 # below would drown the run's own lines; the clients recover by themselves.
 QUIET = 2
 MOVED_FOR = {"dead_lettered": "recovery.dlq", "poisoned": "recovery.poison"}
+ACK_TIMEOUT_MS = 10_000
 
 
 def say(message: str) -> None:
@@ -341,6 +351,11 @@ class Outcomes(threading.Thread):
         self.moved: dict[str, collections.Counter] = {t: collections.Counter()
                                                        for t in MOVED_FOR.values()}
         self.records = 0
+        # incident -> its failure event, for every failure_received; terminal outcomes per
+        # incident (the retry path's later steps name the incident, not the failure event).
+        self.received: dict[str, str] = {}
+        self.by_incident: dict[str, set[str]] = collections.defaultdict(set)
+        self.incident_kinds: dict[str, str] = {}
 
     def progress(self) -> int:
         return len(self.outcomes)
@@ -361,21 +376,103 @@ class Outcomes(threading.Thread):
 
     def on_lifecycle(self, value: bytes) -> None:
         event = CODEC.decode(value, "lifecycle-event")
+        if event["event_type"] == "recovery/failure_received":
+            self.received[event["incident_id"]] = event["failure_event_id"]
         if event["outcome"] not in TERMINAL:
             self.step_records += 1
             if event["event_id"] in self.step_ids:
                 self.step_repeats += 1
             self.step_ids.add(event["event_id"])
             return
-        fid = event["failure_event_id"]
+        fid = event["failure_event_id"] or f"incident:{event['incident_id']}"
         self.raw_terminal[fid] += 1
         if event["event_id"] in self.terminal_ids:
             self.raw_repeats += 1
             return
         self.terminal_ids.add(event["event_id"])
+        self.by_incident[event["incident_id"]].add(event["event_id"])
+        self.incident_kinds[event["incident_id"]] = event["outcome"]
         self.outcomes[fid].add(event["event_id"])
         self.kinds[fid] = event["outcome"]
         self.first_seen.setdefault(fid, time.monotonic())
+
+
+# ---- the retry path --------------------------------------------------------------------------
+
+class OrderService:
+    """A service on the client API whose handler fails each order once and succeeds on the
+    redelivery, fed at a steady rate: its failure reports go through retry, redelivery,
+    acknowledgement and recovery_completed while the faults happen."""
+
+    def __init__(self, settings: Settings, prefix: str, orders: int, rate: float):
+        self.topic, self.group = f"{prefix}orders", f"{prefix}billing"
+        self.settings = settings
+        self.keys = [f"order-{i}".encode() for i in range(orders)]
+        self.rate = rate
+        self.seen: collections.Counter[bytes] = collections.Counter()
+        self.handled: set[bytes] = set()
+        self.produced = 0
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def handle(self, message: Any) -> None:
+        with self.lock:
+            self.seen[message.key()] += 1
+            first = self.seen[message.key()] == 1
+        if first:
+            raise RuntimeError("the first try of every order fails")
+        with self.lock:
+            self.handled.add(message.key())
+
+    def serve(self, consumer: RecoveringConsumer) -> None:
+        try:
+            consumer.run(self.handle, until=self.stop_flag.is_set)
+        except Exception:
+            logging.getLogger("app.client").exception("the order service stopped")
+            raise
+
+    def feed(self) -> None:
+        producer = Producer(producer_config(self.settings, **{"log_level": QUIET}))
+        began = time.monotonic()
+        for i, key in enumerate(self.keys):
+            if self.stop_flag.is_set():
+                break
+            while True:
+                try:
+                    producer.produce(self.topic, key=key, value=b"order " + key)
+                    break
+                except BufferError:
+                    producer.poll(0.5)
+            self.produced = i + 1
+            ahead = began + (i + 1) / self.rate - time.monotonic()
+            producer.poll(max(0.0, ahead))
+        while producer.flush(5) > 0 and not self.stop_flag.is_set():
+            pass
+
+    def start(self, log_path: Path) -> None:
+        if not self.keys:
+            return
+        # The client API's own log (holds, redeliveries, acks) next to the workers' logs.
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+        client_log = logging.getLogger("app.client")
+        client_log.addHandler(handler)
+        client_log.setLevel(logging.INFO)
+        ensure_topic(self.settings.kafka_bootstrap_servers, self.topic)
+        consumer = RecoveringConsumer(self.group, [self.topic], service="billing",
+                                      settings=self.settings, heartbeat_interval=1)
+        self.threads = [
+            threading.Thread(target=self.serve, args=(consumer,),
+                             daemon=True),
+            threading.Thread(target=self.feed, daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+        for thread in self.threads:
+            thread.join(30)
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -405,6 +502,8 @@ class RunConfig:
     stall_timeout: float = 180.0
     drain_seconds: float = 10.0
     keep: bool = False
+    orders: int = -1  # -1: one per 20 events
+    back_to_back: bool = False
 
 
 def plan(config: RunConfig, rng: random.Random) -> list[Fault]:
@@ -458,7 +557,10 @@ class Run:
     def env(self, slot: int | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update({"KAFKA_BOOTSTRAP_SERVERS": self.cluster.bootstrap,
-                    "RECOVERY_TOPIC_PREFIX": self.prefix, "RECOVERY_APP_ID": self.app_id})
+                    "RECOVERY_TOPIC_PREFIX": self.prefix, "RECOVERY_APP_ID": self.app_id,
+                    # An acknowledgement lost to a fault is found by the watchdog in seconds.
+                    "RECOVERY_ACK_TIMEOUT_MS": str(ACK_TIMEOUT_MS),
+                    "RECOVERY_WATCHDOG_INTERVAL_MS": "1000"})
         if slot is not None:
             web_port = self.config.web_port + slot if self.config.web_port else 0
             env.update({"RECOVERY_DATA_DIR": str(self.work_dir / f"worker-{slot}"),
@@ -565,8 +667,18 @@ class Run:
         time.sleep(pause)
         self.produce_beyond(self.producing.produced + 1)
         worker.start()
-        fault.detail = {"worker": worker.slot, "pid": pid, "restart_after_s": pause,
-                        "new_pid": worker.pid}
+        fault.detail = {"worker": worker.slot, "pid": pid, "restart_after_s": pause}
+        if self.config.back_to_back:
+            # Back to back: the replacement dies too, within 2 s of its start.
+            second = round(self.rng.uniform(0.2, 1.8), 1)
+            time.sleep(second)
+            fault.detail["second_kill"] = {"pid": worker.pid, "after_start_s": second}
+            worker.kill()
+            say(f"SIGKILL the replacement (pid {fault.detail['second_kill']['pid']}) "
+                f"{second}s after its start")
+            time.sleep(round(self.rng.uniform(0.5, 2.0), 1))
+            worker.start()
+        fault.detail["new_pid"] = worker.pid
         resumed = self.first_new_outcome(killed, self.producing.produced,
                                          self.config.stall_timeout)
         fault.detail["first_new_outcome_after_s"] = resumed
@@ -651,6 +763,11 @@ class Run:
         self.producing = Producing(self.settings, self.config.events, self.config.rate,
                                    self.allowed)
         self.producing.start()
+        orders = self.config.orders if self.config.orders >= 0 else self.config.events // 20
+        seconds = self.config.events / self.config.rate
+        self.service = OrderService(self.settings, self.prefix, orders,
+                                    rate=max(1.0, orders / seconds))
+        self.service.start(self.work_dir / "order-service.log")
         say(f"producing {self.config.events} failure events at {self.config.rate:.0f}/s; "
             f"{len(self.workers)} worker(s); faults planned at "
             + ", ".join(f"{f.kind}@{f.at_fraction:.0%}" for f in self.faults))
@@ -682,8 +799,12 @@ class Run:
                 # A copy: the producer thread adds to the set while this runs.
                 acked = self.producing.acked.copy()
                 done = sum(1 for fid in acked if fid in self.outcomes.outcomes)
-            if self.producing.done.is_set() and done >= len(acked):
+                orders = self.order_incidents()
+                orders_done = sum(1 for i in orders if i in self.outcomes.by_incident)
+            if (self.producing.done.is_set() and done >= len(acked)
+                    and len(orders) >= len(self.service.keys) and orders_done >= len(orders)):
                 break
+            done += orders_done
             if done != last:
                 last, last_change = done, time.monotonic()
             elif not snapshot_taken and time.monotonic() - last_change > snapshot_after:
@@ -700,20 +821,29 @@ class Run:
             time.sleep(1)
         finished = self.t()
         time.sleep(self.config.drain_seconds)  # anything arriving late would be a repeat
+        self.service.stop()
         self.outcomes.stop_flag.set()
         self.outcomes.join()
         return self.summarize(setup, finished)
+
+    def order_incidents(self) -> set[str]:
+        """The incidents of the order service's reports (received, not produced here)."""
+        return {incident for incident, fid in self.outcomes.received.items()
+                if fid not in self.producing.index}
 
     def summarize(self, setup: dict[str, Any], finished: float) -> dict[str, Any]:
         o, p = self.outcomes, self.producing
         acked, failed = p.acked.copy(), dict(p.failed)  # a stalled producer may still add
         lost = [fid for fid in acked if fid not in o.outcomes]
-        duplicated = {fid: sorted(ids) for fid, ids in o.outcomes.items() if len(ids) > 1}
+        # Events decided on arrival; the retry path's incidents are counted under "orders".
+        duplicated = {fid: sorted(ids) for fid, ids in o.outcomes.items()
+                      if len(ids) > 1 and fid in p.index}
         unacked_with_outcome = [fid for fid in failed if fid in o.outcomes]
         moved_missing = {}
         moved_raw_repeats = {}
         for topic in MOVED_FOR.values():
-            expected = [fid for fid, kind in o.kinds.items() if MOVED_FOR.get(kind) == topic]
+            expected = [fid for fid, kind in o.kinds.items() if MOVED_FOR.get(kind) == topic
+                        and fid in p.index]
             moved_missing[topic] = sum(1 for fid in expected if o.moved[topic][fid] == 0)
             moved_raw_repeats[topic] = sum(n - 1 for n in o.moved[topic].values() if n > 1)
         freeze = next((f for f in self.faults if f.kind == "freeze"), None)
@@ -752,6 +882,21 @@ class Run:
             "stall_states": self.stall_states,
             "finished_s": finished,
         }
+        orders = self.order_incidents()
+        order_kinds = collections.Counter(o.incident_kinds[i] for i in orders
+                                          if i in o.incident_kinds)
+        result["orders"] = {
+            "fed": self.service.produced, "of": len(self.service.keys),
+            "reported": len(orders),
+            "open": sum(1 for i in orders if i not in o.by_incident),
+            "open_sample": sorted(i for i in orders if i not in o.by_incident)[:10],
+            "conflicting": sum(1 for i in orders if len(o.by_incident.get(i, ())) > 1),
+            "outcomes": dict(order_kinds),
+            "handled": len(self.service.handled),
+            "raw_terminal_records": sum(
+                o.raw_terminal[o.received[i] if o.received[i] in o.outcomes else f"incident:{i}"]
+                for i in orders),
+        }
         if lost:
             result["lost_positions"] = self.positions(set(lost))
         result["passed"] = (result["lost"] == 0 and result["duplicated"] == 0
@@ -759,7 +904,11 @@ class Run:
                             and result["carried_on_after_freeze"]
                             and not self.unexpected_exits
                             and all(n == 0 for n in moved_missing.values())
-                            and result["produced"] == self.config.events)
+                            and result["produced"] == self.config.events
+                            and result["orders"]["open"] == 0
+                            and result["orders"]["conflicting"] == 0
+                            and result["orders"]["reported"] == len(self.service.keys)
+                            and result["orders"]["handled"] == len(self.service.keys))
         return result
 
     def pauses(self, finished: float) -> None:
@@ -912,6 +1061,14 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         f"| worker carried on after the freeze without a restart | "
         f"{'yes' if result['carried_on_after_freeze'] else 'NO'} |",
         f"| workers that exited by themselves | {len(result['unexpected_worker_exits'])} |",
+        f"| retry path: orders fed / failure reports (incidents) | {result['orders']['fed']:,} "
+        f"/ {result['orders']['reported']:,} |",
+        f"| retry path: **open** incidents at the end / conflicting | "
+        f"**{result['orders']['open']}** / **{result['orders']['conflicting']}** |",
+        f"| retry path: outcomes by kind; orders handled by the service | "
+        f"{result['orders']['outcomes']}; {result['orders']['handled']:,} |",
+        f"| retry path: raw terminal records for its incidents | "
+        f"{result['orders']['raw_terminal_records']:,} |",
         f"| run time until every outcome was in | {result['finished_s']} s |",
     ]
     if result.get("lost_positions"):
@@ -968,6 +1125,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
                         help="write the markdown report here (docs/benchmarks/fault-run.md)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--orders", type=int, default=-1,
+                        help="orders for the retry-path service (default: events / 20)")
+    parser.add_argument("--back-to-back", action="store_true",
+                        help="kill each replacement worker again within 2 s of its start")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     config = RunConfig(
@@ -977,7 +1138,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
         work_dir=args.work_dir, workers=args.workers, rate=args.rate,
         worker_kills=args.worker_kills, freeze_seconds=args.freeze_seconds,
         broker_down_seconds=args.broker_down_seconds, seed=seed, web_port=args.web_port,
-        stall_timeout=args.stall_timeout, drain_seconds=args.drain_seconds, keep=args.keep)
+        stall_timeout=args.stall_timeout, drain_seconds=args.drain_seconds, keep=args.keep,
+        orders=args.orders, back_to_back=args.back_to_back)
     return config, args
 
 
@@ -995,6 +1157,10 @@ def main(argv: list[str] | None = None) -> int:
             run.teardown()
     result["ports_reserved"] = reserved
     result["work_dir"] = str(run.work_dir)
+    orders = result["orders"]
+    say(f"retry path: {orders['fed']} orders, {orders['reported']} incidents, "
+        f"{orders['open']} open, {orders['conflicting']} conflicting, outcomes "
+        f"{orders['outcomes']}, {orders['handled']} handled by the service")
     say(f"{result['acknowledged']} acknowledged, {result['events_with_outcome']} with an "
         f"outcome: {result['lost']} lost, {result['duplicated']} duplicated, "
         f"{result['raw_terminal_repeats']} raw repeats; carried on after freeze: "
