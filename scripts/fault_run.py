@@ -69,7 +69,8 @@ CODEC = locked_codec()
 # below would drown the run's own lines; the clients recover by themselves.
 QUIET = 2
 MOVED_FOR = {"dead_lettered": "recovery.dlq", "poisoned": "recovery.poison"}
-ACK_TIMEOUT_MS = 10_000
+# Beyond the freeze: an acknowledgement held up by frozen brokers is not yet lost.
+ACK_TIMEOUT_BEYOND_FREEZE_MS = 10_000
 
 
 def say(message: str) -> None:
@@ -558,8 +559,9 @@ class Run:
         env = dict(os.environ)
         env.update({"KAFKA_BOOTSTRAP_SERVERS": self.cluster.bootstrap,
                     "RECOVERY_TOPIC_PREFIX": self.prefix, "RECOVERY_APP_ID": self.app_id,
-                    # An acknowledgement lost to a fault is found by the watchdog in seconds.
-                    "RECOVERY_ACK_TIMEOUT_MS": str(ACK_TIMEOUT_MS),
+                    # A lost acknowledgement is found by the watchdog soon after the freeze.
+                    "RECOVERY_ACK_TIMEOUT_MS": str(int(self.config.freeze_seconds * 1000)
+                                                   + ACK_TIMEOUT_BEYOND_FREEZE_MS),
                     "RECOVERY_WATCHDOG_INTERVAL_MS": "1000"})
         if slot is not None:
             web_port = self.config.web_port + slot if self.config.web_port else 0
