@@ -357,6 +357,7 @@ class Outcomes(threading.Thread):
         self.received: dict[str, str] = {}
         self.by_incident: dict[str, set[str]] = collections.defaultdict(set)
         self.incident_kinds: dict[str, str] = {}
+        self.raw_by_incident: collections.Counter = collections.Counter()
 
     def progress(self) -> int:
         return len(self.outcomes)
@@ -387,6 +388,7 @@ class Outcomes(threading.Thread):
             return
         fid = event["failure_event_id"] or f"incident:{event['incident_id']}"
         self.raw_terminal[fid] += 1
+        self.raw_by_incident[event["incident_id"]] += 1
         if event["event_id"] in self.terminal_ids:
             self.raw_repeats += 1
             return
@@ -464,8 +466,7 @@ class OrderService:
         consumer = RecoveringConsumer(self.group, [self.topic], service="billing",
                                       settings=self.settings, heartbeat_interval=1)
         self.threads = [
-            threading.Thread(target=self.serve, args=(consumer,),
-                             daemon=True),
+            threading.Thread(target=self.serve, args=(consumer,), daemon=True),
             threading.Thread(target=self.feed, daemon=True)]
         for thread in self.threads:
             thread.start()
@@ -734,13 +735,16 @@ class Run:
         with self.outcomes.lock:
             base = sum(1 for fid in self.outcomes.outcomes
                        if self.producing.index.get(fid, -1) >= produced_at_resume)
-        deadline = time.monotonic() + (self.config.stall_timeout if first is not None else 0)
-        new = base
-        while time.monotonic() < deadline and new - base < wanted:
+        # Until `wanted` are done, or no new one came for --stall-timeout (as wait_progress).
+        new, last_change = base, time.monotonic()
+        while (first is not None and new - base < wanted
+               and time.monotonic() - last_change < self.config.stall_timeout):
             time.sleep(0.5)
             with self.outcomes.lock:
-                new = sum(1 for fid in self.outcomes.outcomes
-                          if self.producing.index.get(fid, -1) >= produced_at_resume)
+                now_done = sum(1 for fid in self.outcomes.outcomes
+                               if self.producing.index.get(fid, -1) >= produced_at_resume)
+            if now_done != new:
+                new, last_change = now_done, time.monotonic()
         after = {w.slot: w.pid for w in self.workers}
         fault.detail = {"broker_pids": pids, "seconds": self.config.freeze_seconds,
                         "first_new_outcome_after_s": first,
@@ -895,9 +899,7 @@ class Run:
             "conflicting": sum(1 for i in orders if len(o.by_incident.get(i, ())) > 1),
             "outcomes": dict(order_kinds),
             "handled": len(self.service.handled),
-            "raw_terminal_records": sum(
-                o.raw_terminal[o.received[i] if o.received[i] in o.outcomes else f"incident:{i}"]
-                for i in orders),
+            "raw_terminal_records": sum(o.raw_by_incident[i] for i in orders),
         }
         if lost:
             result["lost_positions"] = self.positions(set(lost))

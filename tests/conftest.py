@@ -130,15 +130,17 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path,
+                 command: tuple[str, ...] = ("-m", "app", "worker")):
         self.env = env
         self.log_path = log_path
+        self.command = command  # after the interpreter
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker"], env=self.env, cwd=REPO,
+            [sys.executable, *self.command], env=self.env, cwd=REPO,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return self

@@ -319,8 +319,7 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
 
     return stall.StallGuard(
         clock=stall.StallClock(int(bound_s * 1000)), partitions=partitions,
-        expected=skipped.expected, committed=committed.start_offset,
-        end_offset=committed.end_offset,
+        expected=skipped.expected, committed=committed, watermarks=committed.watermarks,
         counting=counting, seek=seek, rejoin=rejoin, exit=leave,
         state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
 

@@ -139,12 +139,15 @@ class CommittedOffsets:
         self._reader: Consumer | None = None
         self._lock = threading.Lock()  # the agents ask from executor threads
 
-    def __call__(self, topic: str, partition: int) -> int | None:
+    def _consumer(self) -> Consumer:
         with self._lock:
             if self._reader is None:
                 self._reader = Consumer({**self.config, "enable.auto.commit": False})
+            return self._reader
+
+    def __call__(self, topic: str, partition: int) -> int | None:
         try:
-            [tp] = self._reader.committed([TopicPartition(topic, partition)], timeout=10)
+            [tp] = self._consumer().committed([TopicPartition(topic, partition)], timeout=10)
         except Exception as exc:  # no baseline this time: only jumps within the stream count
             log.warning("committed offset of %s[%d] unknown: %s", topic, partition, exc)
             return None
@@ -152,29 +155,12 @@ class CommittedOffsets:
 
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         """The partition's first and end offsets on the broker now (None: not known)."""
-        with self._lock:
-            if self._reader is None:
-                self._reader = Consumer({**self.config, "enable.auto.commit": False})
         try:
-            low, high = self._reader.get_watermark_offsets(TopicPartition(topic, partition),
-                                                           timeout=10)
+            return self._consumer().get_watermark_offsets(TopicPartition(topic, partition),
+                                                          timeout=10)
         except Exception as exc:
             log.warning("watermarks of %s[%d] unknown: %s", topic, partition, exc)
             return None
-        return low, high
-
-    def end_offset(self, topic: str, partition: int) -> int | None:
-        marks = self.watermarks(topic, partition)
-        return marks[1] if marks else None
-
-    def start_offset(self, topic: str, partition: int) -> int | None:
-        """Where the group reads a partition from: its committed offset, or with none the
-        partition's first offset (the worker reads from the earliest)."""
-        committed = self(topic, partition)
-        if committed is not None:
-            return committed
-        marks = self.watermarks(topic, partition)
-        return marks[0] if marks else None
 
 
 class SkippedRecords:

@@ -58,15 +58,16 @@ class StallClock:
         waiting = (next_offset is not None and end_offset is not None
                    and end_offset > next_offset)
         last = self.since.get(tp)
-        if not waiting or not counting or last is None or last[0] != next_offset:
-            # Progress, nothing waiting, or a wait that does not count: the clock starts over.
+        moved = last is None or last[0] != next_offset
+        if not waiting or moved:
+            self.steps.pop(tp, None)  # caught up or progressing: any stall is over
+        if not waiting or moved or not counting:
+            # The clock starts over (a wait that does not count keeps the stall's step).
             self.since[tp] = (next_offset if next_offset is not None else -1, now_ms)
-            if not waiting or last is None or last[0] != next_offset:
-                self.steps.pop(tp, None)
             return None
-        step = self.steps.get(tp, 0)
         if now_ms - last[1] < self.bound_ms:
             return None
+        step = self.steps.get(tp, 0)
         self.since[tp] = (next_offset, now_ms)  # the next step needs a bound of its own
         self.steps[tp] = step + 1
         return (Rescue.SEEK, Rescue.REJOIN, Rescue.EXIT)[min(step, 2)]
@@ -84,8 +85,10 @@ class StallGuard:
     clock: StallClock
     partitions: Callable[[], set[TP]]  # the intake partitions this worker holds
     expected: Callable[[TP], int | None]  # the agent's next offset (None: none handled)
-    committed: Callable[[str, int], int | None]  # where the group reads from; blocking
-    end_offset: Callable[[str, int], int | None]  # blocking: asked in an executor
+    # Blocking, asked in an executor: the group's committed offset (None: none), and the
+    # partition's first and end offsets (None: not known).
+    committed: Callable[[str, int], int | None]
+    watermarks: Callable[[str, int], tuple[int, int] | None]
     counting: Callable[[], bool]
     seek: Callable[[TP, int], Awaitable[None]]
     rejoin: Callable[[], Awaitable[None]]
@@ -99,10 +102,13 @@ class StallGuard:
         held = self.partitions()
         self.clock.forget_except(held)
         for tp in sorted(held):
+            marks = await loop.run_in_executor(None, self.watermarks, *tp)
             next_offset = self.expected(tp)
-            if next_offset is None:
+            if next_offset is None:  # nothing handled yet: where the group reads from
                 next_offset = await loop.run_in_executor(None, self.committed, *tp)
-            end = await loop.run_in_executor(None, self.end_offset, *tp)
+                if next_offset is None and marks is not None:
+                    next_offset = marks[0]  # no commit: the worker reads from the earliest
+            end = marks[1] if marks is not None else None
             rescue = self.clock.observe(tp, next_offset, end, self.now_ms(), self.counting())
             if rescue is None:
                 continue

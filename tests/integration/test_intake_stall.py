@@ -9,7 +9,6 @@ and every failure event gets its outcome."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from confluent_kafka import Producer
 from app.contracts.failure_event import new_failure_event
 from app.kafka.config import producer_config
 from app.settings import Settings
-from tests.conftest import REPO
+from tests.conftest import WorkerProcess
 from tests.kafka_helpers import TopicReader, locked_codec
 
 pytestmark = pytest.mark.integration
@@ -42,14 +41,11 @@ def produce_failures(settings: Settings, codec) -> set[str]:
 
 
 def dropping_worker(env: dict[str, str], settings: Settings, log_path: Path,
-                    always: bool) -> subprocess.Popen:
+                    always: bool) -> WorkerProcess:
     env = {**env, "RECOVERY_INPUT_STALL_S": "3",
            "RECOVERY_TEST_DROP_TOPIC": settings.topic("recovery.failures"),
            "RECOVERY_TEST_DROP_PARTITION": "0", "RECOVERY_TEST_DROP_ALWAYS": "1" if always else "0"}
-    with log_path.open("ab") as log:
-        return subprocess.Popen([sys.executable, "tests/integration/dropping_worker.py"],
-                                env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    return WorkerProcess(env, log_path, ("tests/integration/dropping_worker.py",)).start()
 
 
 def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topics,
@@ -73,16 +69,11 @@ def test_records_the_agent_never_got_are_fetched_again_and_handled(applied_topic
         assert done, (len(outcomes(reader.messages)), text[-3000:])
         # ...and it was the guard that brought the records back, saying so in the log.
         assert "rescue: seek" in text, text[-3000:]
-        assert worker.poll() is None, "the seek sufficed: no rejoin or exit was needed"
+        assert worker.proc.poll() is None, "the seek sufficed: no rejoin or exit was needed"
         assert "rescue: exit" not in text
     finally:
         reader.close()
-        worker.terminate()
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        worker.stop()
 
 
 def test_a_partition_that_never_gets_through_ends_in_a_rejoin_and_then_exit_4(applied_topics,
@@ -97,13 +88,11 @@ def test_a_partition_that_never_gets_through_ends_in_a_rejoin_and_then_exit_4(ap
     log_path = tmp_path / "worker.log"
     worker = dropping_worker(applied_topics, settings, log_path, always=True)
     try:
-        code = worker.wait(150)
+        code = worker.proc.wait(150)
     except subprocess.TimeoutExpired:
         code = None
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        worker.stop()
     text = log_path.read_text(errors="replace")
     assert code == 4, text[-3000:]
     seek, rejoin, leave = (text.find(f"rescue: {step}") for step in ("seek", "rejoin", "exit"))

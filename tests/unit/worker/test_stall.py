@@ -84,7 +84,7 @@ class Fake:
             clock=StallClock(1000), partitions=lambda: set(self.ends),
             expected=self.expected_offsets.get,
             committed=lambda topic, partition: self.committed_offsets.get((topic, partition)),
-            end_offset=lambda topic, partition: self.ends.get((topic, partition)),
+            watermarks=lambda topic, partition: (0, self.ends[(topic, partition)]),
             counting=lambda: self.count, seek=seek, rejoin=rejoin, exit=self.exits.append,
             state=lambda: {"flow": True}, now_ms=lambda: self.now)
 
