@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_block(offsets: Iterable[int], attempts: int = 200) -> int:
+    """A base port with base+offset free for every offset, below the kernel's ephemeral range.
+
+    A launcher that derives several ports from one base cannot take them from the ephemeral
+    range: any outgoing connection of a parallel client may hold one by the time it binds (a
+    three-node start once failed on exactly that). Ports under 32768 are never handed out to
+    outgoing connections, so a block found free there stays free unless someone listens on it.
+    """
+    wanted = sorted(set(offsets))
+    for _ in range(attempts):
+        base = random.randrange(20000, 32000 - wanted[-1])
+        try:
+            with contextlib.ExitStack() as held:
+                for offset in wanted:
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no free block of ports for offsets {wanted}")
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from tests.conftest import LAUNCHER, free_port
+from tests.conftest import LAUNCHER, free_port_block
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,8 @@ def launcher(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def three_nodes(tmp_path: Path):
-    port = free_port() // 10 * 10 % 20000 + 40000  # room for port+2 and port+100..102
+    # Three brokers on port+0..2, their controllers on port+100..102.
+    port = free_port_block(node + role for node in range(3) for role in (0, 100, 200, 300))
     args = ["--nodes", "3", "--port", str(port), "--data-dir", str(tmp_path / "cluster")]
     yield args, tmp_path / "cluster"
     launcher("stop", *args)
