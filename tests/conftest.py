@@ -21,7 +21,11 @@ from tests.port_reservation import reserved_ports
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "scripts" / "kafka"
-TEST_BROKER_PORT = int(os.environ.get("RECOVERY_TEST_KAFKA_PORT", "39092"))
+# Under pytest-xdist each process has its own session broker: gw0 on 39092 (+0..700 for the
+# TLS and shutdown tests' brokers), gw1 on 31092, below the ephemeral range, and so on.
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_BROKER_PORT = (int(os.environ.get("RECOVERY_TEST_KAFKA_PORT", "39092"))
+                    - 8000 * XDIST_WORKER)
 
 
 @pytest.fixture(scope="session", autouse=True)

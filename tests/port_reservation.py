@@ -14,10 +14,24 @@ it nothing is reserved and the caller is told.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RESERVED_PORTS = Path("/proc/sys/net/ipv4/ip_local_reserved_ports")
+# The list is read, changed and written back; two test processes (pytest -n 2) or a test and a
+# fault run doing that at once would drop each other's ports without this lock.
+LOCK = Path("/tmp/kafka-recovery-reserved-ports.lock")
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def port_set(text: str) -> set[int]:
@@ -34,8 +48,9 @@ def reserved_ports(ports: set[int],
     """Reserves the ports while the block runs, then puts the list back as it was (less what
     was added here). Yields whether the reservation took."""
     try:
-        before = port_set(RESERVED_PORTS.read_text())
-        RESERVED_PORTS.write_text(",".join(map(str, sorted(before | ports))))
+        with _locked():
+            before = port_set(RESERVED_PORTS.read_text())
+            RESERVED_PORTS.write_text(",".join(map(str, sorted(before | ports))))
     except OSError as exc:
         on_failure(f"could not reserve ports {sorted(ports)} ({exc})")
         yield False
@@ -43,7 +58,7 @@ def reserved_ports(ports: set[int],
     try:
         yield True
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError), _locked():
             now = port_set(RESERVED_PORTS.read_text())
             # A newline: an empty write would leave the list as it is.
             RESERVED_PORTS.write_text(",".join(map(str, sorted(now - (ports - before)))) + "\n")

@@ -22,7 +22,8 @@ from app.settings import Settings
 from tests.integration.test_pipeline import caught_up
 from tests.kafka_helpers import TopicReader, locked_codec
 
-pytestmark = pytest.mark.integration
+# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 EVENTS = int(os.environ.get("RECOVERY_EOS_TEST_EVENTS", "6000"))
 TERMINAL = {"dead_lettered", "poisoned", "escalated", "completed"}

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = int(os.environ.get("RECOVERY_FAULT_TEST_PORT", "45392"))

@@ -12,7 +12,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.conftest import LAUNCHER, free_port_block
 
-pytestmark = pytest.mark.integration
+# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 
 def launcher(*args: str) -> subprocess.CompletedProcess:

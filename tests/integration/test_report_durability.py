@@ -24,7 +24,8 @@ from tests.integration.test_pipeline import ConsumerThread, client_settings
 from tests.kafka_helpers import TopicReader, committed_offsets, locked_codec
 from tests.tcp_relay import TcpRelay
 
-pytestmark = pytest.mark.integration
+# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 HOLDING = "not acknowledged by the broker"  # the wrappers' warning while they hold an offset
 

@@ -22,7 +22,8 @@ from app.kafka.config import producer_config
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, locked_codec
 
-pytestmark = pytest.mark.integration
+# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 ORDERS = int(os.environ.get("RECOVERY_RETRY_KILL_ORDERS", "300"))
 KILLS = int(os.environ.get("RECOVERY_RETRY_KILLS", "6"))
