@@ -300,7 +300,17 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
         return not (app.rebalancing or app.in_recovery or skipped.busy)
 
     async def seek(tp: tuple[str, int], offset: int) -> None:
-        await app.consumer.seek(TP(*tp), offset)
+        # On the consumer's own thread: Faust's Consumer.seek changes aiokafka's fetcher from
+        # the event loop while the thread's fetch runs, and a fault run's fetcher crashed on
+        # that (KeyError in Fetcher._records, the worker exited). Then Faust's read offset,
+        # as Consumer.seek sets it, so the records from `offset` on are handed over again.
+        thread, partition = app.consumer._thread, TP(*tp)
+
+        async def request() -> None:
+            thread._ensure_consumer().seek(partition, offset)
+
+        await asyncio.wait_for(thread.call_thread(request), 15)
+        app.consumer._read_offset[partition] = offset
 
     async def rejoin() -> None:
         thread = app.consumer._thread  # Faust's consumer thread owns the aiokafka client
@@ -320,7 +330,8 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
     return stall.StallGuard(
         clock=stall.StallClock(int(bound_s * 1000)), partitions=partitions,
         expected=skipped.expected, committed=committed, watermarks=committed.watermarks,
-        counting=counting, seek=seek, rejoin=rejoin, exit=leave,
+        counting=counting, handled=lambda: skipped.handled, seek=seek, rejoin=rejoin,
+        exit=leave,
         state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
 
 

@@ -186,6 +186,7 @@ class SkippedRecords:
         self.tracker = ExpectedOffsets()
         self.recovered = 0
         self.busy = False  # a record (or a re-read range) is being handled now
+        self.handled = 0  # records handed to this agent so far (the stall guard's progress)
 
     def expected(self, tp: tuple[str, int]) -> int | None:
         """The offset the agent expects next on `tp` in the current consumer generation
@@ -201,6 +202,7 @@ class SkippedRecords:
             await self._handle(record, handler)
         finally:
             self.busy = False
+            self.handled += 1
 
     async def _handle(self, record: RawRecord,
                       handler: Callable[[RawRecord], Awaitable[None]]) -> None:

@@ -6,7 +6,8 @@ to its agents, or left the last records of a partition unhandled, until a test g
 The cause inside Faust was not pinned down. Whatever it is, it shows from outside the same
 way: on a partition the worker holds, Kafka has records beyond the offset the agent expects
 next, the agent is not busy with one, the worker is neither rebalancing nor restoring its
-tables, and this lasts. So each intake partition has a bound (RECOVERY_INPUT_STALL_S):
+tables, the agent handles no record on any of its partitions, and this lasts. So each intake
+partition has a bound (RECOVERY_INPUT_STALL_S):
 
 1. past it, the partition is sought back to the first unhandled offset (Faust fetches and
    hands the records over again; one handled already is a repeat with the same ids);
@@ -90,17 +91,26 @@ class StallGuard:
     committed: Callable[[str, int], int | None]
     watermarks: Callable[[str, int], tuple[int, int] | None]
     counting: Callable[[], bool]
+    # Records the agent has handled so far, over all its partitions. While it grows, a
+    # partition left waiting is one the agent has not reached yet (a backlog on the others:
+    # seen after a freeze, with commands waiting behind 8,000 failure events), not a stall.
+    handled: Callable[[], int]
     seek: Callable[[TP, int], Awaitable[None]]
     rejoin: Callable[[], Awaitable[None]]
     exit: Callable[[int], None]
     state: Callable[[], Any]
     now_ms: Callable[[], int]
     rescues: int = 0
+    last_handled: int | None = None
 
     async def check(self) -> None:
         loop = asyncio.get_running_loop()
         held = self.partitions()
         self.clock.forget_except(held)
+        handled = self.handled()
+        working = self.last_handled is not None and handled != self.last_handled
+        self.last_handled = handled
+        counting = self.counting() and not working
         for tp in sorted(held):
             marks = await loop.run_in_executor(None, self.watermarks, *tp)
             next_offset = self.expected(tp)
@@ -109,7 +119,7 @@ class StallGuard:
                 if next_offset is None and marks is not None:
                     next_offset = marks[0]  # no commit: the worker reads from the earliest
             end = marks[1] if marks is not None else None
-            rescue = self.clock.observe(tp, next_offset, end, self.now_ms(), self.counting())
+            rescue = self.clock.observe(tp, next_offset, end, self.now_ms(), counting)
             if rescue is None:
                 continue
             self.rescues += 1
