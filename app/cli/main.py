@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from app.cli.acls import acls
 from app.cli.demo import demo
 from app.cli.lag import lag
 from app.cli.objects import objects
@@ -23,7 +24,7 @@ def cli() -> None:
     """Kafka-native failure-recovery service."""
 
 
-for verb in (worker, topics, schemas, produce, demo, lag, replay, objects):
+for verb in (worker, topics, schemas, produce, demo, lag, replay, objects, acls):
     cli.add_command(verb)
 
 
