@@ -38,10 +38,10 @@ def build_plan(worker: str | None, services: tuple[str, ...], operator: str | No
     from app.kafka.acls import Naming, Principals, derive, parse_service
     from app.kafka.topics import load_topic_specs
 
-    if not (worker or services or operator):
-        raise UsageFailure("name at least one principal: --worker, --service or --operator")
     if replay_targets and not operator:
         raise UsageFailure("--replay-target needs --operator")
+    if not (worker or services or operator):
+        raise UsageFailure("name at least one principal: --worker, --service or --operator")
     settings = get_settings()
     try:
         parsed = tuple(parse_service(text) for text in services)
