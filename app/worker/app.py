@@ -38,6 +38,7 @@ from app.policy.loaded import load_policy_set
 from app.settings import Settings
 from app.worker import consumer_state, lifecycle_counts, metrics, offset_gaps, stall, web
 from app.worker.lag_monitor import LagMonitor
+from app.worker.open_incidents import IndexedIncidents
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
@@ -193,7 +194,12 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     services.outbox.observe(tell_strategies)
     pipeline = Pipeline(services, strategies)
     topics = services.topics
-    incidents = app.Table("incidents", default=None, schema=json_values)
+    # The pipeline writes through the index, so the watchdog scans only the open incidents
+    # (app/worker/open_incidents.py).
+    incidents = IndexedIncidents(
+        app.Table("incidents", default=None, schema=json_values),
+        generation=lambda: app.consumer_generation_id,
+        settled=lambda: not (app.rebalancing or app.in_recovery))
     # Lifecycle-event counts for the metrics, by the input partition that caused them
     # (app/worker/lifecycle_counts.py); only the agents below write them, after each record.
     table_partitions = specs["recovery.failures"].partitions
@@ -355,7 +361,7 @@ class CheckedRecently:
         self.sent = {k: v for k, v in self.sent.items() if now_ms - v < self.quiet_ms}
 
 
-async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
+async def watchdog_scan(incidents: IndexedIncidents, pipeline: Pipeline, commands: Any,
                         checked: CheckedRecently, *, yield_every: int = 500,
                         max_checks: int = 200) -> None:
     """One pass over the incidents of the partitions this worker holds: the open ones by
@@ -365,12 +371,10 @@ async def watchdog_scan(incidents: Any, pipeline: Pipeline, commands: Any,
     checked.forget_before(now)
     sent = 0
     by_state: dict[str, tuple[int, float]] = {}
-    for seen, (incident_id, value) in enumerate(list(incidents.items())):
+    for seen, (incident_id, value) in enumerate(incidents.open_items()):
         if seen and seen % yield_every == 0:
             await asyncio.sleep(0)  # a long table must not hold the agents up
         incident = Incident.from_json(value, incident_id)
-        if incident.terminal:
-            continue
         count, oldest = by_state.get(incident.state, (0, 0.0))
         by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
         if sent < max_checks and not isinstance(pipeline.watchdog.decide(incident), Wait) \

@@ -1,0 +1,72 @@
+"""The incidents table's index of open incidents: follows writes, is built again for a new
+consumer generation, and is not trusted while the worker rebalances or restores."""
+
+from __future__ import annotations
+
+from app.worker.open_incidents import IndexedIncidents
+
+
+class World:
+    def __init__(self) -> None:
+        self.table: dict[str, dict] = {}
+        self.generation = 1
+        self.settled = True
+
+    def index(self) -> IndexedIncidents:
+        return IndexedIncidents(self.table, lambda: self.generation, lambda: self.settled)
+
+
+def state(name: str) -> dict:
+    return {"state": name, "reports": 1}
+
+
+def test_the_first_scan_builds_the_index_from_the_table_and_later_ones_reuse_it() -> None:
+    world = World()
+    world.table.update(a=state("retrying"), b=state("completed"), c=state("open"))
+    index = world.index()
+    assert dict(index.open_items()) == {"a": state("retrying"), "c": state("open")}
+    world.table["d"] = state("retrying")  # behind the index's back, same generation
+    assert set(dict(index.open_items())) == {"a", "c"}
+    assert index.rebuilds == 1
+
+
+def test_writes_through_the_index_open_and_close_incidents() -> None:
+    world = World()
+    index = world.index()
+    index.open_items()
+    index["x"] = state("retrying")
+    index["y"] = state("dead_lettered")
+    assert set(dict(index.open_items())) == {"x"}
+    index["x"] = state("completed")
+    assert index.open_items() == []
+    assert world.table["x"] == state("completed") and index.get("y") == state("dead_lettered")
+    assert index.get("missing") is None and len(index) == 2 and set(index) == {"x", "y"}
+    assert index.rebuilds == 1
+
+
+def test_a_new_generation_builds_the_index_again() -> None:
+    world = World()
+    index = world.index()
+    index.open_items()
+    world.table["restored"] = state("retrying")  # a partition assigned and restored
+    world.generation = 2
+    assert set(dict(index.open_items())) == {"restored"}
+    assert index.rebuilds == 2
+
+
+def test_while_not_settled_the_table_is_read_and_the_index_dropped() -> None:
+    world = World()
+    index = world.index()
+    index.open_items()
+    world.settled = False
+    world.table["restoring"] = state("open")
+    assert set(dict(index.open_items())) == {"restoring"}
+    world.table["later"] = state("retrying")  # restore goes on, same generation
+    world.settled = True
+    assert set(dict(index.open_items())) == {"restoring", "later"}
+
+
+def test_an_empty_entry_is_not_open() -> None:
+    world = World()
+    world.table.update(empty=None, blank={})
+    assert world.index().open_items() == []
