@@ -90,6 +90,14 @@ def acls_apply(worker: str | None, services: tuple[str, ...], operator: str | No
     client = admin()
     principals = sorted({b.principal for b in plan})
     try:
+        refused = missing_cluster_rights(client, dry_run)
+        if refused:
+            # A principal without DESCRIBE on the cluster is answered with no ACLs at all
+            # rather than a refusal: asking first keeps a dry run from reporting everything
+            # as missing.
+            raise click.ClickException(
+                f"this principal lacks {' and '.join(refused)} on the cluster, which "
+                "reading and creating ACLs need; run it as a super user")
         existing = [b for p in principals for b in described(client, p)]
         comparison = compare(plan, existing)
         if comparison.missing and not dry_run:
@@ -115,9 +123,31 @@ def describe(binding: Any) -> str:
 
 
 def one_line(exc: Exception) -> str:
-    text = exc.args[0] if exc.args else exc
-    text = getattr(text, "str", lambda: str(text))()
-    return " ".join(str(text).split())
+    from confluent_kafka import KafkaError
+
+    error = exc.args[0] if exc.args else None
+    if isinstance(error, KafkaError):
+        if error.name().endswith("AUTHORIZATION_FAILED"):
+            # the broker's own text here is a dump of the forwarded request
+            return (f"{error.name()}: this principal may not describe or create ACLs; run "
+                    "it as a super user (or with DESCRIBE and ALTER on the cluster)")
+        return f"{error.name()}: {' '.join(error.str().split())[:300]}"
+    return " ".join(str(exc).split())[:300]
+
+
+def missing_cluster_rights(client: Any, dry_run: bool, timeout: float = 30) -> list[str]:
+    """The cluster operations this principal lacks for `apply` (DESCRIBE to read ACLs,
+    ALTER to create them), as the broker reports them."""
+    from confluent_kafka.admin import AclOperation
+
+    cluster = client.describe_cluster(include_authorized_operations=True,
+                                      request_timeout=timeout).result(timeout + 5)
+    # librdkafka gives None for an empty set (Kafka 4.x brokers always answer the question)
+    allowed = set(cluster.authorized_operations or ())
+    if AclOperation.ALL in allowed:
+        return []
+    wanted = [AclOperation.DESCRIBE] + ([] if dry_run else [AclOperation.ALTER])
+    return [op.name for op in wanted if op not in allowed]
 
 
 # confluent-kafka names the cluster resource BROKER.

@@ -132,6 +132,15 @@ def test_each_principal_can_do_its_work_and_nothing_else(broker: SecureBroker,
         assert again.returncode == 0, again.stderr
         assert again.stdout.splitlines()[-1] == f"0 created, {created} present, 1 drifted"
         assert f"drift: User:billing READ TOPIC literal {orders} (allow)" in again.stdout
+        # Only a super user may create ACLs: anyone else gets one plain line.
+        refused = cli(as_user(admin_env, broker, "billing"), "acls", "apply", *principals)
+        dry = cli(as_user(admin_env, broker, "billing"), "acls", "apply", "--dry-run",
+                  *principals)
+        for result, lacking in ((refused, "DESCRIBE and ALTER"), (dry, "DESCRIBE")):
+            assert result.returncode == 1 and not result.stdout, result.stdout
+            assert result.stderr.strip().splitlines() == [
+                f"Error: this principal lacks {lacking} on the cluster, which reading and "
+                "creating ACLs need; run it as a super user"], result.stderr
 
         # The service is refused what is not its own ...
         billing_settings = client_settings(as_user(admin_env, broker, "billing"))
