@@ -502,6 +502,9 @@ class RunConfig:
     seed: int = 0
     web_port: int = 0  # 0: a free port for each worker start
     stall_timeout: float = 180.0
+    # The final count's own bound, however slowly outcomes still trickle in (a run in a
+    # rebalance storm once went on for 40 min without ever pausing for stall_timeout).
+    final_timeout: float = 900.0
     drain_seconds: float = 10.0
     keep: bool = False
     orders: int = -1  # -1: one per 20 events
@@ -797,6 +800,7 @@ class Run:
         # nothing moves for a while.
         self.next_target = self.config.events
         last, last_change = -1, time.monotonic()
+        final_deadline = time.monotonic() + self.config.final_timeout
         snapshot_after = min(30.0, self.config.stall_timeout / 2)
         snapshot_taken = False
         while True:
@@ -822,6 +826,13 @@ class Run:
                                   f"{len(acked) - done} events still open and "
                                   f"{self.config.events - self.producing.produced} not yet "
                                   "produced")
+                say(self.notes[-1])
+                break
+            elif time.monotonic() > final_deadline:
+                self.save_stall_states("final count past its bound")
+                self.notes.append(f"the final count passed --final-timeout "
+                                  f"({self.config.final_timeout:.0f}s) with "
+                                  f"{len(acked) - done} events still open")
                 say(self.notes[-1])
                 break
             time.sleep(1)
@@ -1123,6 +1134,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
     parser.add_argument("--web-port", type=int, default=0,
                         help="first worker's web port (default: any free port)")
     parser.add_argument("--stall-timeout", type=float, default=180.0)
+    parser.add_argument("--final-timeout", type=float, default=900.0,
+                        help="bound of the final count after the last fault, in seconds")
     parser.add_argument("--drain-seconds", type=float, default=10.0,
                         help="how long the reader listens on after the last outcome")
     parser.add_argument("--report", type=Path, default=None,
@@ -1142,7 +1155,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunConfig, argparse.Names
         work_dir=args.work_dir, workers=args.workers, rate=args.rate,
         worker_kills=args.worker_kills, freeze_seconds=args.freeze_seconds,
         broker_down_seconds=args.broker_down_seconds, seed=seed, web_port=args.web_port,
-        stall_timeout=args.stall_timeout, drain_seconds=args.drain_seconds, keep=args.keep,
+        stall_timeout=args.stall_timeout, final_timeout=args.final_timeout,
+        drain_seconds=args.drain_seconds, keep=args.keep,
         orders=args.orders, back_to_back=args.back_to_back)
     return config, args
 
