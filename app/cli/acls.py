@@ -28,18 +28,24 @@ def principal_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--replay-target", "replay_targets", multiple=True, metavar="TOPIC",
                      help="A topic the operator may replay to besides the services' "
                           "redelivery topics (repeatable)."),
+        click.option("--worker-target", "worker_targets", multiple=True, metavar="TOPIC",
+                     help="A service's topic the worker may re-publish to (a record "
+                          "reported too large, alternative or fallback delivery; "
+                          "repeatable)."),
     )):
         command = option(command)
     return command
 
 
 def build_plan(worker: str | None, services: tuple[str, ...], operator: str | None,
-               replay_targets: tuple[str, ...]) -> list[Any]:
+               replay_targets: tuple[str, ...], worker_targets: tuple[str, ...]) -> list[Any]:
     from app.kafka.acls import Naming, Principals, derive, parse_service
     from app.kafka.topics import load_topic_specs
 
     if replay_targets and not operator:
         raise UsageFailure("--replay-target needs --operator")
+    if worker_targets and not worker:
+        raise UsageFailure("--worker-target needs --worker")
     if not (worker or services or operator):
         raise UsageFailure("name at least one principal: --worker, --service or --operator")
     settings = get_settings()
@@ -48,7 +54,7 @@ def build_plan(worker: str | None, services: tuple[str, ...], operator: str | No
         groups = [s.group for s in parsed]
         if len(set(groups)) != len(groups):
             raise ValueError("each --service needs its own group")
-        principals = Principals(worker, parsed, operator, replay_targets)
+        principals = Principals(worker, parsed, operator, replay_targets, worker_targets)
         return derive(load_topic_specs(settings.topics_dir), Naming.of(settings), principals)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
@@ -63,11 +69,12 @@ def acls() -> None:
 @principal_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of bindings.")
 def acls_plan(worker: str | None, services: tuple[str, ...], operator: str | None,
-              replay_targets: tuple[str, ...], as_json: bool) -> None:
+              replay_targets: tuple[str, ...], worker_targets: tuple[str, ...],
+              as_json: bool) -> None:
     """Print the ACL bindings the principals need; asks no broker."""
     from app.kafka.acls import table
 
-    plan = build_plan(worker, services, operator, replay_targets)
+    plan = build_plan(worker, services, operator, replay_targets, worker_targets)
     if as_json:
         click.echo(json.dumps([b.to_json() for b in plan], indent=2))
         return
@@ -80,12 +87,13 @@ def acls_plan(worker: str | None, services: tuple[str, ...], operator: str | Non
 @principal_options
 @click.option("--dry-run", is_flag=True, help="Report what would be created; create nothing.")
 def acls_apply(worker: str | None, services: tuple[str, ...], operator: str | None,
-               replay_targets: tuple[str, ...], dry_run: bool) -> None:
+               replay_targets: tuple[str, ...], worker_targets: tuple[str, ...],
+              dry_run: bool) -> None:
     """Create the missing bindings; report those present and, as drift, other bindings of
     the same principals. Never deletes."""
     from app.kafka.acls import compare
 
-    plan = build_plan(worker, services, operator, replay_targets)
+    plan = build_plan(worker, services, operator, replay_targets, worker_targets)
     cluster_size()
     client = admin()
     principals = sorted({b.principal for b in plan})

@@ -104,6 +104,9 @@ class Principals:
     # Topics an operator may replay to besides the services' redelivery topics
     # (`recovery replay --to original` or `--to-topic`).
     replay_targets: tuple[str, ...] = ()
+    # Services' topics the worker re-publishes to: a record reported too large for its
+    # topic (its max.message.bytes is read first), alternative and fallback delivery topics.
+    worker_targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,12 @@ def parse_service(text: str) -> Service:
     if group.strip() != group or group in ("*", ""):
         raise ValueError(f"service {text!r}: the group must be a literal name")
     return Service(validate_principal(principal), group)
+
+
+def literal(topic: str, what: str) -> str:
+    if not topic or "*" in topic or topic.strip() != topic:
+        raise ValueError(f"{what} {topic!r}: a literal topic name is needed")
+    return topic
 
 
 def worker_topic_use(specs: Iterable[TopicSpec]) -> dict[str, frozenset[str]]:
@@ -206,6 +215,10 @@ def derive(specs: Sequence[TopicSpec], naming: Naming, principals: Principals,
         if naming.exactly_once:
             grant(worker, TRANSACTIONAL_ID, PREFIXED, f"{naming.app_id}-", (WRITE, DESCRIBE),
                   "exactly_once: Faust's transactional producers <app id>-<group>-<partition>")
+        for topic in principals.worker_targets:
+            grant(worker, TOPIC, LITERAL, literal(topic, "worker target"),
+                  (WRITE, DESCRIBE, DESCRIBE_CONFIGS),
+                  "re-published to (message too large, alternative or fallback delivery)")
         for service, topic in redelivery:
             grant(worker, TOPIC, LITERAL, topic, (WRITE, DESCRIBE),
                   f"retries redelivered to {service.group}")
@@ -233,9 +246,8 @@ def derive(specs: Sequence[TopicSpec], naming: Naming, principals: Principals,
             grant(operator, TOPIC, LITERAL, topic, (WRITE, DESCRIBE),
                   f"replay to {service.group}'s redelivery topic")
         for topic in principals.replay_targets:
-            if not topic or "*" in topic:
-                raise ValueError(f"replay target {topic!r}: a literal topic name is needed")
-            grant(operator, TOPIC, LITERAL, topic, (WRITE, DESCRIBE), "named replay target")
+            grant(operator, TOPIC, LITERAL, literal(topic, "replay target"), (WRITE, DESCRIBE),
+                  "named replay target")
     return sorted(out.values())
 
 

@@ -58,6 +58,8 @@ def test_plan_json_is_the_bindings_with_their_reasons() -> None:
     (("plan", "--worker", "recovery-worker"), "expected TYPE:NAME"),
     (("apply", "--operator", "User:*"), "wildcard principal"),
     (("plan", "--replay-target", "orders"), "--replay-target needs --operator"),
+    (("apply", "--worker-target", "orders"), "--worker-target needs --worker"),
+    (("plan", "--worker", "User:w", "--worker-target", "*"), "literal topic name"),
     (("plan", "--operator", "User:ops", "--replay-target", "o*"), "literal topic name"),
     (("plan", "--service", "User:a=g", "--service", "User:b=g"), "its own group"),
     (("plan", "--nonsense"), "No such option"),

@@ -51,7 +51,7 @@ def test_a_topic_without_a_rule_is_refused_rather_than_granted_by_default() -> N
 
 def test_nothing_is_broader_than_a_literal_name_or_the_app_id_prefix() -> None:
     bindings = plan(worker="User:w", services=(BILLING, SHIPPING), operator="User:ops",
-                    replay_targets=("orders",))
+                    replay_targets=("orders",), worker_targets=("orders",))
     assert bindings == sorted(set(bindings))  # sorted, no duplicates
     for b in bindings:
         assert "*" not in b.name and b.name
@@ -104,6 +104,15 @@ def test_worker_redelivers_to_each_service_and_watches_its_group_without_joining
     assert (a.TOPIC, a.LITERAL, "billing.redelivery", a.READ) not in mine
     assert (a.GROUP, a.LITERAL, "billing", a.DESCRIBE) in mine
     assert (a.GROUP, a.LITERAL, "billing", a.READ) not in mine
+
+
+def test_worker_targets_are_written_literal_with_their_limit_read_and_no_wildcard() -> None:
+    added = grants(plan(worker="User:w", worker_targets=("orders",)), "User:w") - \
+        grants(plan(worker="User:w"), "User:w")
+    assert added == topic("orders", a.WRITE, a.DESCRIBE, a.DESCRIBE_CONFIGS)
+    for bad in ("orders*", "", " orders"):
+        with pytest.raises(ValueError, match="literal topic name"):
+            plan(worker="User:w", worker_targets=(bad,))
 
 
 def test_exactly_once_adds_the_transactional_ids_and_nothing_else() -> None:
