@@ -25,7 +25,7 @@ from app.replay.progress import DONE, FAILED, INTERRUPTED, RUNNING, Progress
 from app.replay.selection import Predicate
 from app.replay.store import topic_partitions
 from app.replay.summary import Row, row_of
-from app.replay.targets import TOPIC, Target, resolver
+from app.replay.targets import INCIDENT, TOPIC, Target, replay_command, resolver
 from app.settings import Settings
 
 CHECKPOINT_S = 2.0
@@ -230,6 +230,7 @@ class Replay:
         produce = self.producer.produce if self.producer is not None else None
         known = self.known_topics
         replay_header = h.REPLAY_ID
+        as_command = self.target.kind == INCIDENT
         scanned = matched = sent = unroutable = not_sent = 0
         hs_dict: dict[str, bytes | None] = {}
         for m in messages:
@@ -266,11 +267,15 @@ class Replay:
                 self.missing[topic] += 1
                 not_sent += 1
                 continue
-            hs.append((replay_header, b"%d:%d" % (p, off)))
+            key = m.key()
+            if as_command:
+                key, hs = replay_command(hs, key, p, off)
+            else:
+                hs.append((replay_header, b"%d:%d" % (p, off)))
             try:
-                produce(topic, m.value(), m.key(), headers=hs)  # type: ignore[misc]
+                produce(topic, m.value(), key, headers=hs)  # type: ignore[misc]
             except BufferError:
-                self._produce_when_room(topic, m.value(), m.key(), hs)
+                self._produce_when_room(topic, m.value(), key, hs)
             sent += 1
         c = self.run_counts
         c.scanned += scanned
