@@ -1,5 +1,6 @@
-"""The worker's web pages: the overview (/), its data (/api/overview), the chart script and
-the Prometheus metrics (/metrics), on Faust's web server (RECOVERY_WEB_PORT)."""
+"""The worker's web pages: the overview (/), its data (/api/overview), the chart script, the
+Prometheus metrics (/metrics), and the console's dead-letter and poison pages with replays
+started from the page (app/worker/web/console.py), on Faust's web server (RECOVERY_WEB_PORT)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import faust
 
 from app.worker import consumer_state, metrics, task_dump
 from app.worker.lag_monitor import LagMonitor
+from app.worker.web import console
 from app.worker.web.overview import overview
 from app.worker.web.page import render
 
@@ -20,6 +22,7 @@ def install(app: faust.App, monitor: LagMonitor) -> None:
     settings = monitor.settings
     dlq, poison = settings.topic("recovery.dlq"), settings.topic("recovery.poison")
     chart_js = (STATIC / "lag-chart.js").read_text()
+    console.install(app, settings, STATIC)
 
     def data() -> dict[str, Any]:
         return overview(monitor.view, monitor.tracker.history, dlq_topic=dlq,

@@ -26,6 +26,62 @@ def e(value: Any) -> str:
     return escape(str(value), quote=True)
 
 
+NAV = (("/", "Overview"), ("/dead-letters", "Dead letters"), ("/poison", "Poison"),
+       ("/incidents", "Incidents"))
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; }
+nav.site { margin-bottom: 1rem; display: flex; gap: 1.2rem; border-bottom: 1px solid #ddd;
+  padding-bottom: .5rem; }
+nav.site a { text-decoration: none; color: #0969da; }
+nav.site a.current { font-weight: bold; color: #222; }
+table { border-collapse: collapse; margin-bottom: 1.5rem; }
+th, td { padding: .2rem .7rem; border-bottom: 1px solid #ddd; text-align: left;
+  vertical-align: top; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f8fa; padding: .6rem; overflow: auto; max-height: 30rem; }
+.notice { background: #fff8c5; border: 1px solid #d4a72c; padding: .4rem .8rem; }
+.error { background: #ffebe9; border: 1px solid #cf222e; padding: .4rem .8rem; }
+form.filters label, form.replay label { margin-right: .8rem; }
+"""
+
+
+def nav(current: str) -> str:
+    """The links every page shares."""
+    links = "".join(f'<a href="{href}"{" class=current" if href == current else ""}>'
+                    f"{e(label)}</a>" for href, label in NAV)
+    return f'<nav class="site">{links}</nav>'
+
+
+def csrf_field(request: Any) -> str:
+    """The hidden field every POST form carries (app/worker/web/access.py checks it)."""
+    token = request.get("csrf_token", "") if request is not None else ""
+    return f'<input type="hidden" name="csrf_token" value="{e(token)}">'
+
+
+def may_operate(request: Any) -> bool:
+    """Replay buttons are for operators; a viewer sees none."""
+    return (request.get("role", "operator") if request is not None else "operator") != "viewer"
+
+
+def layout(title: str, body: str, *, current: str, request: Any = None,
+           scripts: tuple[str, ...] = ()) -> str:
+    token = request.get("csrf_token", "") if request is not None else ""
+    tags = "".join(f'<script src="{e(src)}"></script>' for src in scripts)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="csrf-token" content="{e(token)}">
+<title>{e(title)} - Kafka recovery</title>
+<style>{STYLE}</style></head>
+<body>
+{nav(current)}
+<main>
+{body}
+</main>
+{tags}
+</body></html>
+"""
+
+
 def group_rows(groups: list[dict[str, Any]]) -> str:
     if not groups:
         return '<tr><td colspan="5">no consumer group with committed offsets yet</td></tr>'
@@ -83,8 +139,13 @@ tr.partition td {{ color: #555; font-size: .9em; }}
 .card {{ border: 1px solid #ddd; border-radius: 6px; padding: .6rem 1rem; min-width: 9rem; }}
 .card .value {{ font-size: 1.6rem; }}
 #lag-chart {{ border: 1px solid #ddd; background: #fcfcfc; }}
+nav.site {{ margin-bottom: 1rem; display: flex; gap: 1.2rem; border-bottom: 1px solid #ddd;
+  padding-bottom: .5rem; }}
+nav.site a {{ text-decoration: none; color: #0969da; }}
+nav.site a.current {{ font-weight: bold; color: #222; }}
 </style></head>
 <body data-refresh-s="{refresh_s}">
+{nav("/")}
 <main>
 <h1>Kafka recovery</h1>
 <p>Lag snapshot at <span id="taken-at">{fmt_time(data["taken_at_ms"])}</span>
@@ -94,10 +155,10 @@ data: <a href="/api/overview">/api/overview</a>.</p>
 <div class="cards">
 <div class="card"><div>Dead letters</div>
 <div class="value" id="dead-letters">{fmt_count(data["dead_letters"])}</div>
-<div><small>records in {e(data["dlq_topic"])}</small></div></div>
+<div><small>records in <a href="/dead-letters">{e(data["dlq_topic"])}</a></small></div></div>
 <div class="card"><div>Poison</div>
 <div class="value" id="poison">{fmt_count(data["poison"])}</div>
-<div><small>records in {e(data["poison_topic"])}</small></div></div>
+<div><small>records in <a href="/poison">{e(data["poison_topic"])}</a></small></div></div>
 <div class="card"><div>Retries scheduled</div>
 <div class="value" id="retries-scheduled">{c["retries_scheduled"]}</div></div>
 <div class="card"><div>Recoveries completed</div>
