@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "var"
     web_port: int = 6066
     web_host: str = "127.0.0.1"
+    # Access to the web pages (app/worker/web/access.py, docs/console.md): each token is a
+    # bearer token and the basic-auth password of the user named after its role ("viewer",
+    # "operator"). Unset on a loopback host: open, everyone an operator; unset beyond it:
+    # every request is answered 401. SecretStr: never printed or logged.
+    web_viewer_token: SecretStr | None = None
+    web_operator_token: SecretStr | None = None
     topics_dir: Path = REPO_ROOT / "topics"
     schemas_dir: Path = REPO_ROOT / "schemas"
     object_store_url: str = ""
