@@ -219,16 +219,15 @@ def serve_and_call(config: a.AccessConfig, calls: list[dict]) -> list[tuple[int,
         app.router.add_get("/page", page)
         app.router.add_post("/change", change)
         results = []
-        async with TestServer(app, host="127.0.0.1") as server:
-            async with ClientSession() as session:
-                for call in calls:
-                    async with session.request(call.get("method", "GET"),
-                                               server.make_url(call.get("path", "/page")),
-                                               headers=call.get("headers", {}),
-                                               data=call.get("data"),
-                                               allow_redirects=False) as response:
-                        results.append((response.status, dict(response.headers),
-                                        await response.text()))
+        async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+            for call in calls:
+                async with session.request(call.get("method", "GET"),
+                                           server.make_url(call.get("path", "/page")),
+                                           headers=call.get("headers", {}),
+                                           data=call.get("data"),
+                                           allow_redirects=False) as response:
+                    results.append((response.status, dict(response.headers),
+                                    await response.text()))
         results.append((0, {}, ",".join(seen)))
         return results
 
