@@ -39,6 +39,8 @@ from app.settings import Settings
 from app.worker import consumer_state, lifecycle_counts, metrics, offset_gaps, stall, web
 from app.worker.lag_monitor import LagMonitor
 from app.worker.open_incidents import IndexedIncidents
+from app.worker.web import access as web_access
+from app.worker.web import incidents as web_incidents
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
@@ -282,6 +284,9 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     lag_monitor = LagMonitor(settings)
     metrics.register_lag(lambda: lag_monitor.view)
     web.install(app, lag_monitor)
+    # Who may use the pages (tokens, roles, CSRF) and the incidents pages (docs/console.md).
+    web_access.install(app, settings)
+    web_incidents.install(app, settings, pipeline, incidents)
     if settings.lag_interval_s > 0:
         @app.timer(settings.lag_interval_s)
         async def collect_lag() -> None:
