@@ -31,7 +31,8 @@ def test_faust_agent_failure_is_retried_and_completes(fast_env, worker_factory, 
            "RECOVERY_WEB_PORT": "0"}
     log = (tmp_path / "service.log").open("wb")
     service = subprocess.Popen(
-        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
+        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info",
+         "--without-web"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     reader = TopicReader(bootstrap, [f"{topic_prefix}recovery.events"])
     try:

@@ -172,7 +172,8 @@ def start_billing(service_env: dict[str, str], app_id: str, orders: str, tmp_pat
     if reporter_bootstrap:
         env["BILLING_REPORTER_BOOTSTRAP"] = reporter_bootstrap
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
+        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info",
+         "--without-web"],
         env=env, cwd=REPO, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
         start_new_session=True)
 

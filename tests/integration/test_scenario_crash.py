@@ -297,7 +297,8 @@ def test_faust_agent_wrapper_obeys_control_commands(crash_env, topic_prefix, tmp
         producer.flush(10)
 
     service = subprocess.Popen(
-        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info"],
+        [sys.executable, "-m", "tests.services.faust_billing", "worker", "-l", "info",
+         "--without-web"],
         env=env, cwd=REPO, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True)
     try:

@@ -14,6 +14,7 @@ import struct
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +30,10 @@ from app.oversize.encoder import encode
 from app.oversize.records import Incoming
 from app.oversize.reference import Reference, ReferenceRejected, StoreLocation, check
 from app.pipeline.intake import Accepted, Quarantined, RawRecord, receive
+
+# test_zz_report_* counts what the other tests of this file tried: under pytest-xdist all
+# of them must run in the one process.
+pytestmark = pytest.mark.xdist_group("test_fuzz_inputs")
 
 REPO = Path(__file__).resolve().parents[3]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))

@@ -50,6 +50,10 @@ from app.pipeline.intake import RawRecord
 from app.policy.rules import SEVERITIES, load_policies
 from app.settings import Settings
 
+# test_zz_report_* counts what the other tests of this file tried: under pytest-xdist all
+# of them must run in the one process.
+pytestmark = pytest.mark.xdist_group("test_fuzz_pipeline")
+
 REPO = Path(__file__).resolve().parents[3]
 CODEC = AvroCodec(LockedSchemaIds(SchemaCatalog.load(REPO / "schemas")))
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
