@@ -12,8 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from tests.conftest import LAUNCHER, free_port_block
 
-# One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
+pytestmark = pytest.mark.integration
 
 
 def launcher(*args: str) -> subprocess.CompletedProcess:
