@@ -191,10 +191,7 @@ def read_history(consumer: Any, topic: str, incident_id: str, since_ms: int, dec
         if time.monotonic() >= deadline:
             history.cut = f"stopped after {budget_s:g} s"
             break
-        if history.scanned >= max_scan:
-            history.cut = f"stopped after {max_scan} records"
-            break
-        for message in consumer.consume(500, timeout=0.5):
+        for message in consumer.consume(min(500, max_scan - history.scanned), timeout=0.5):
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
@@ -211,8 +208,15 @@ def read_history(consumer: Any, topic: str, incident_id: str, since_ms: int, dec
                 remaining.discard(p)
             if o >= ends[p] or message.key() != key:
                 continue
-            event = event_data(decode(message.value()), p, o)
+            try:
+                event = event_data(decode(message.value()), p, o)
+            except ValueError as exc:  # the codec's DecodeError: shown, not fatal to the page
+                event = event_data({"event_type": "(undecodable)", "payload_json": str(exc)},
+                                   p, o)
             found.append((event["occurred_at"] or 0, p, o, event))
+        if remaining and history.scanned >= max_scan and history.cut is None:
+            history.cut = f"stopped after {max_scan} records"
+            break
     # One partition holds an incident's events (keyed by it): offset order is their order;
     # the time sorts only across partitions (a topic repartitioned), and stably.
     if len({f[1] for f in found}) > 1:
