@@ -263,3 +263,21 @@ def test_middleware_refuses_before_the_handler_and_tells_the_page_role_and_token
     assert results[6][1][a.CSRF_HEADER] == token
     # Only the allowed requests reached a handler.
     assert results[-1][2] == "GET,POST form-token,POST header-token"
+
+
+def test_install_puts_the_middleware_first_and_says_when_everything_is_shut(caplog) -> None:
+    from types import SimpleNamespace
+
+    other = object()
+    app = SimpleNamespace(web=SimpleNamespace(web_app=SimpleNamespace(middlewares=[other])))
+    with caplog.at_level(logging.ERROR, logger=a.__name__):
+        a.install(app, settings(viewer=None, operator=None))
+    assert len(app.web.web_app.middlewares) == 2 and app.web.web_app.middlewares[1] is other
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "0.0.0.0 is not a loopback address" in line and "answered 401" in line
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger=a.__name__):
+        a.install(app, settings())
+    assert caplog.records == []
+    with pytest.raises(SystemExit, match="^recovery worker: RECOVERY_WEB_OPERATOR_TOKEN"):
+        a.install(app, settings(operator="tiny"))
