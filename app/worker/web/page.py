@@ -39,6 +39,7 @@ th, td { padding: .2rem .7rem; border-bottom: 1px solid #ddd; text-align: left;
   vertical-align: top; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f6f8fa; padding: .6rem; overflow: auto; max-height: 30rem; }
+#headers pre { margin: 0; padding: .1rem .3rem; max-height: 10rem; }
 .notice { background: #fff8c5; border: 1px solid #d4a72c; padding: .4rem .8rem; }
 .error { background: #ffebe9; border: 1px solid #cf222e; padding: .4rem .8rem; }
 form.filters label, form.replay label { margin-right: .8rem; }
