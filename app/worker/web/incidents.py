@@ -32,7 +32,7 @@ from app.pipeline.decide import Incident
 from app.pipeline.retry.backoff import delay_ms
 from app.pipeline.stages import Pipeline
 from app.pipeline.watchdog_stage import classification_of
-from app.policy.watchdog import NONE
+from app.policy.watchdog import NONE, REDISPATCH_THEN_DEAD_LETTER
 from app.settings import Settings
 from app.worker.open_incidents import IndexedIncidents
 from app.worker.web.dead_letters import open_reader
@@ -115,7 +115,9 @@ def deadlines(incident: Incident, pipeline: Pipeline) -> dict[str, Any]:
             "watchdog_deadline_ms": None if action == NONE else
             watchdog.deadline(incident, retry, services.settings.ack_timeout_ms),
             "watchdog_action": action,
-            "held_limit_ms": incident.updated_ms + services.watchdog.held_limit_ms}
+            # Only a retry is held for a consumer that is down (app/pipeline/watchdog.py).
+            "held_limit_ms": incident.updated_ms + services.watchdog.held_limit_ms
+            if action == REDISPATCH_THEN_DEAD_LETTER else None}
 
 
 def incident_data(incident: Incident, pipeline: Pipeline) -> dict[str, Any]:

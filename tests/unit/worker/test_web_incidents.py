@@ -73,6 +73,7 @@ def test_no_deadline_for_a_finished_incident_nor_a_state_the_watchdog_leaves() -
     split = Incident.from_json(stored("a", "split", NOW)[1], "a")
     d = inc.deadlines(split, pipeline())
     assert d["watchdog_action"] == "none" and d["watchdog_deadline_ms"] is None
+    assert d["held_limit_ms"] is None
 
 
 def test_history_read_starts_before_the_incident_or_a_day_back() -> None:
