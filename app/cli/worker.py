@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.cli.common import cluster_size
+from app.cli.common import UsageFailure, cluster_size
 from app.settings import get_settings
 
 
@@ -15,7 +15,13 @@ def worker(loglevel: str | None) -> None:
     from app.worker.app import create_app
     from app.worker.shutdown import worker_with_deadline
 
+    from app.worker.web.access import AccessMisconfigured, config_of
+
     settings = get_settings()
+    try:
+        config_of(settings)  # a bad web token is one plain line, before any broker is asked
+    except AccessMisconfigured as exc:
+        raise UsageFailure(str(exc)) from None
     replication = min(3, cluster_size())
     app = create_app(settings, replication_factor=replication)
     # SIGTERM/SIGINT: exit within RECOVERY_SHUTDOWN_TIMEOUT_S even with no broker answering;

@@ -291,10 +291,7 @@ def middleware(config: AccessConfig) -> Any:
 
 def install(app: Any, settings: Settings) -> AccessConfig:
     """Put the middleware first on Faust's aiohttp application (before the server starts)."""
-    try:
-        config = config_of(settings)
-    except AccessMisconfigured as exc:
-        raise SystemExit(f"recovery worker: {exc}") from None
+    config = config_of(settings)  # AccessMisconfigured: `recovery worker` says it in one line
     if config.shut:
         log.error("web: RECOVERY_WEB_HOST=%s is not a loopback address and no credential is "
                   "set (RECOVERY_WEB_VIEWER_TOKEN / RECOVERY_WEB_OPERATOR_TOKEN): every web "

@@ -279,5 +279,5 @@ def test_install_puts_the_middleware_first_and_says_when_everything_is_shut(capl
     with caplog.at_level(logging.ERROR, logger=a.__name__):
         a.install(app, settings())
     assert caplog.records == []
-    with pytest.raises(SystemExit, match="^recovery worker: RECOVERY_WEB_OPERATOR_TOKEN"):
+    with pytest.raises(a.AccessMisconfigured, match="^RECOVERY_WEB_OPERATOR_TOKEN"):
         a.install(app, settings(operator="tiny"))
