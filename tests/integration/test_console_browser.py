@@ -76,6 +76,7 @@ def test_filter_open_preview_confirm_and_see_the_record_arrive_and_the_incident_
             row = page.locator("tr.record", has_text="c2")
             row.locator("a.open").click()
             page.wait_for_selector("#record-meta")
+            record_path = page.url.split(str(port), 1)[1]
             assert page.inner_text("#record-key") == "c2"
             assert page.inner_text("#value-kind") == "hex"  # c2's value is binary
             names = page.locator("#headers td.name").all_inner_texts()
@@ -106,6 +107,18 @@ def test_filter_open_preview_confirm_and_see_the_record_arrive_and_the_incident_
                 worker.log_tail()
             assert wait_until(lambda: ("inc-c2", "recovery/recovery_completed")
                               in events_of(client), 60), worker.log_tail()
+            # the record view's link leads to the incident's history: completed now
+            page.goto(f"http://127.0.0.1:{port}{record_path}")
+            page.click("#incident-link")
+            page.wait_for_url("**/incidents/inc-c2")
+
+            def incident_completed() -> bool:
+                page.reload()
+                state = page.locator("#incident-state")
+                return state.count() == 1 and state.inner_text() == "completed"
+
+            assert wait_until(incident_completed, 30, interval=1), page.content()[-2000:]
+            shot("incident")
             page.goto(f"http://127.0.0.1:{port}/")
             page.wait_for_selector('#events tr.event[data-incident="inc-c2"]', state="attached")
             completed = page.eval_on_selector_all(

@@ -282,13 +282,14 @@ def progress_page(request: Any, status: dict[str, Any]) -> str:
             "restart, replays the selection again)</p>" if status.get("already_complete")
             else "")
     body = (f'<h1>Replay <code id="replay-name" data-name="{e(name)}">{e(name)}</code></h1>'
-            f'<p>{e(status["description"])} → {e(status["target"])}</p>{done}'
+            f'<p id="replay-description">{e(status["description"])}</p>{done}'
             f'<progress id="replay-bar" max="{max(1, status["total"] or 0)}" '
             f'value="{status["scanned"] or 0}"></progress>'
             f'<table id="replay-status">{rows}</table>{error}{stop}'
             f'<p>JSON: <a href="/api/replays/{quote(name)}">/api/replays/{e(name)}</a>. '
-            f"The same replay from a shell: <code>recovery replay --name {e(name)} ...</code> "
-            "with the same options goes on where this one stopped.</p>")
+            "Progress is kept in the progress topic under this name: the same replay started "
+            "again (here, or with <code>recovery replay --name</code> and the same options) "
+            "goes on where it stopped.</p>")
     return layout(f"Replay {name}", body, current="/dead-letters", request=request,
                   scripts=(STATIC_JS,))
 
