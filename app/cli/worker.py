@@ -14,7 +14,6 @@ def worker(loglevel: str | None) -> None:
     """Run the recovery worker (Faust) until stopped."""
     from app.worker.app import create_app
     from app.worker.shutdown import worker_with_deadline
-
     from app.worker.web.access import AccessMisconfigured, config_of
 
     settings = get_settings()
