@@ -42,15 +42,15 @@ NONE: frozenset[str] = frozenset()
 WORKER_TOPIC_USE: dict[str, frozenset[str]] = {
     t.FAILURES: RW,            # intake; the event-delivery stage reports child failures
     t.COMMANDS: RW,            # intake; the watchdog sends its checks here
-    t.EVENTS: W,               # lifecycle events
+    t.EVENTS: RW,              # lifecycle events; the console reads an incident's history
     t.DLQ: RW,                 # dead-letters, and reads them back for the automatic replay
-    t.POISON: W,               # quarantine
+    t.POISON: RW,              # quarantine; the console lists and replays poison
     t.HEARTBEATS: RW,          # consumer health; the health timer's checks go through it
     "recovery.control": W,     # stop / restart in safe mode / resume commands
     "recovery.tool-registry": RW,
     "recovery.state": RW,      # authoritative values (GlobalTable source, merged writes)
     "recovery.audit": W,
-    t.REPLAY_PROGRESS: NONE,   # the operator's `recovery replay` only
+    t.REPLAY_PROGRESS: RW,     # replays started from the console (as `recovery replay`)
     "recovery.cache-control": W,
     "recovery.partition-state": R,  # collected on HEALED; written by the services' sides
     t.WATCHES: RW,

@@ -4,6 +4,7 @@ started from the page (app/worker/web/console.py), on Faust's web server (RECOVE
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,13 @@ def install(app: faust.App, monitor: LagMonitor) -> None:
     settings = monitor.settings
     dlq, poison = settings.topic("recovery.dlq"), settings.topic("recovery.poison")
     chart_js = (STATIC / "lag-chart.js").read_text()
-    console.install(app, settings, STATIC)
+    replays = console.install(app, settings, STATIC)
+
+    @app.on_before_shutdown.connect
+    async def stop_replays(app: faust.App, **_: Any) -> None:
+        # A replay started from the page stops at its next batch and stores its progress
+        # (resumable by name); bounded, so a stuck one cannot hold the shutdown.
+        await asyncio.to_thread(replays.stop_all, 5.0)
 
     def data() -> dict[str, Any]:
         return overview(monitor.view, monitor.tracker.history, dlq_topic=dlq,

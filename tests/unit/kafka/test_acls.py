@@ -75,14 +75,16 @@ def test_worker_reads_its_inputs_and_writes_its_outputs_under_the_prefix() -> No
                  "recovery.retry.1s", "recovery.retry.2s", "recovery.retry.4s",
                  "recovery.retry.30s"):
         assert on(bindings, "User:w", f"p.{name}") == {a.READ, a.WRITE, a.DESCRIBE}, name
-    for name in ("recovery.events", "recovery.poison", "recovery.control", "recovery.audit",
-                 "recovery.cache-control", "recovery.tool-queries"):
+    for name in ("recovery.control", "recovery.audit", "recovery.cache-control",
+                 "recovery.tool-queries"):
         assert on(bindings, "User:w", f"p.{name}") == {a.WRITE, a.DESCRIBE}, name
     assert on(bindings, "User:w", "p.recovery.partition-state") == {a.READ, a.DESCRIBE}
-    # the dead letters: written, and read back by the automatic replay
+    # the dead letters: written, and read back by the automatic replay and the console
     assert on(bindings, "User:w", "p.recovery.dlq") == {a.READ, a.WRITE, a.DESCRIBE}
-    # the operator's replay progress is none of the worker's business
-    assert on(bindings, "User:w", "p.recovery.replay-progress") == set()
+    # written, and read by the console: an incident's history, the poison list, and the
+    # progress of replays started from the page
+    for name in ("recovery.events", "recovery.poison", "recovery.replay-progress"):
+        assert on(bindings, "User:w", f"p.{name}") == {a.READ, a.WRITE, a.DESCRIBE}, name
     assert not any(b.name.startswith("recovery.") for b in bindings)  # the prefix is applied
 
 
