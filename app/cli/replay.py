@@ -48,9 +48,11 @@ class OneLineCommand(click.Command):
               help="Only records with this key (UTF-8; repeatable).")
 @click.option("--header", "headers", multiple=True, metavar="NAME=VALUE",
               help="Only records whose header NAME has VALUE (repeatable; all must hold).")
-@click.option("--to", "to", type=click.Choice(["original", "redelivery"]), default=None,
-              help="Send to each record's original topic, or to its consumer's redelivery "
-                   "topic (the default).")
+@click.option("--to", "to", type=click.Choice(["original", "redelivery", "incident"]),
+              default=None,
+              help="Send to each record's original topic, to its consumer's redelivery topic "
+                   "(the default), or through the worker as its incident's replay command "
+                   "(the consumer's acknowledgement then completes the incident).")
 @click.option("--to-topic", metavar="TOPIC", help="Send everything to this topic instead.")
 @click.option("--dlq", metavar="TOPIC",
               help="The dead-letter topic to read (default: the service's recovery.dlq).")
@@ -80,12 +82,16 @@ def replay(topics: tuple[str, ...], groups: tuple[str, ...], error_types: tuple[
     stopped; once complete, it sends nothing more."""
     from app.replay import progress as pg
     from app.replay.selection import SelectionError, build_selection, describe
-    from app.replay.targets import ORIGINAL, REDELIVERY, TOPIC, Target
+    from app.replay.targets import INCIDENT, ORIGINAL, REDELIVERY, TOPIC, Target
 
     if to and to_topic:
         raise _usage("use either --to or --to-topic, not both")
-    target = Target(TOPIC, to_topic) if to_topic else Target(
-        ORIGINAL if to == "original" else REDELIVERY)
+    if to_topic:
+        target = Target(TOPIC, to_topic)
+    elif to == "incident":
+        target = Target(INCIDENT, get_settings().topic("recovery.incident-commands"))
+    else:
+        target = Target(ORIGINAL if to == "original" else REDELIVERY)
     try:
         selection = build_selection(topics=topics, groups=groups, error_types=error_types,
                                     keys=keys, headers=headers, since=since, until=until,

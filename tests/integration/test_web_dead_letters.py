@@ -26,7 +26,7 @@ from app.contracts import headers as h
 from app.kafka.dead_letters import read_dead_letters
 from app.replay.selection import iso
 from app.settings import Settings
-from tests.conftest import wait_until
+from tests.conftest import run_cli, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -339,3 +339,29 @@ def test_preview_then_confirmed_replay_reaches_the_consumer_and_completes_the_in
         status, page = client.get(f"/replays/{name}")
         assert status == 200 and "already complete" in page
     assert len(consumer.handled) == 3
+
+
+def test_the_replay_command_through_the_worker_completes_the_incidents(
+        console_env, worker_factory, topic_prefix):
+    # `recovery replay --to incident`: the same target as the page's default. Sent straight
+    # to the redelivery topic, the consumer's ack would meet a finished incident and be
+    # ignored; through the worker's replay command the incident reopens and completes.
+    env, prefix = console_env, topic_prefix
+    client = Client(env["RECOVERY_WEB_PORT"])
+    group, mail = f"{prefix}mailer", f"{prefix}mail"
+    create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], mail)
+    worker = worker_factory()
+    with ConsumerThread(env, group, mail) as consumer:
+        report_failures(env, group, mail, ["c1", "c2"])
+        assert wait_until(lambda: up(client), 90), worker.log_tail()
+        assert wait_until(lambda: len(client.get(f"/api/dead-letters?group={group}")[1]
+                                      .get("records", [])) == 2, 90), worker.log_tail()
+        result = run_cli(env, "replay", "--group", group, "--to", "incident", "--rate", "50")
+        assert result.returncode == 0, result.stderr
+        assert wait_until(lambda: len(consumer.handled) >= 2, 60), worker.log_tail()
+        assert sorted(k for k, _ in consumer.handled) == [b"c1", b"c2"]
+        completed = {(f"inc-{k}", "recovery/recovery_completed") for k in ("c1", "c2")}
+        assert wait_until(lambda: completed <= events_of(client), 60), worker.log_tail()
+        again = run_cli(env, "replay", "--group", group, "--to", "incident")
+        assert again.returncode == 0 and "already complete" in again.stdout, again.stderr
+    assert len(consumer.handled) == 2
