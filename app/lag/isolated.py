@@ -70,6 +70,12 @@ class IsolatedCollector:
     def snapshot(self, patterns: Sequence[str] = (), *,
                  sized_topics: Iterable[str] = ()) -> Snapshot:
         args = (_snapshot_in_child, list(patterns), list(sized_topics))
+        if self._pool is not None and any(
+                process.exitcode is not None
+                for process in list(getattr(self._pool, "_processes", {}).values())):
+            # The child died while idle and the pool has not noticed yet (its management
+            # thread marks it broken a moment later): a submit now would be lost with it.
+            self.close()
         try:
             future = self._executor().submit(*args)
         except BrokenProcessPool:  # the child died while idle: a new one takes this snapshot
