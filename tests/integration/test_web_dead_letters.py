@@ -27,22 +27,11 @@ from app.kafka.dead_letters import read_dead_letters
 from app.replay.selection import iso
 from app.settings import Settings
 from tests.conftest import run_cli, wait_until
+from tests.integration.test_pipeline import STRAIGHT_TO_DLQ
 
 pytestmark = pytest.mark.integration
 
 HOUR_MS = 3_600_000
-STRAIGHT_TO_DLQ = """
-[[classification]]
-error_types = ["unprocessable_now"]
-severity = "ERROR"
-category = "test"
-type = "straight_to_dlq"
-recoverability = "recoverable"
-
-[retry.straight_to_dlq]
-attempts = 0
-on_exhausted = "dead_letter"
-"""
 
 
 class Client:
