@@ -22,9 +22,11 @@ def topics_apply(dry_run: bool) -> None:
     settings = get_settings()
     specs = [s.prefixed(settings.topic_prefix) for s in load_topic_specs(settings.topics_dir)]
     cluster_size()
-    report = apply_topics(admin(), specs, dry_run=dry_run)
+    report = apply_topics(admin(), specs, dry_run=dry_run, prefix=settings.topic_prefix)
     for line in report.lines():
-        click.echo(line, err=line.startswith("warning"))
+        click.echo(line, err=line.startswith(("warning", "refused", "how to migrate")))
+    if report.refused:
+        raise SystemExit(1)
 
 
 @topics.command("list")

@@ -80,6 +80,8 @@ class ApplyReport:
     unchanged: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Partition-count changes refused: co-partitioned topics (see `copartitioned_names`).
+    refused: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = grouped_warnings(self.warnings)
@@ -88,11 +90,35 @@ class ApplyReport:
             for key, (old, new) in changes.items():
                 out.append(f"altered {name}: {key} {old} -> {new}")
         out += [f"drift: {d}" for d in self.drift]
+        out += [f"refused: {r}" for r in self.refused]
+        if self.refused:
+            out.append(MIGRATION)
         out.append(
             f"{len(self.created)} created, {len(self.altered)} altered, "
             f"{len(self.unchanged)} unchanged, {len(self.drift)} drifted"
         )
         return out
+
+
+INTAKE = "recovery.failures"
+MIGRATION = (
+    "how to migrate: a co-partitioned topic's partition count cannot change in place (a "
+    "key's records would move to another partition while its incident state stays in the "
+    "old one). Apply the definitions under a new RECOVERY_TOPIC_PREFIX and RECOVERY_APP_ID, "
+    "start workers on them, point the services' reporters there, let the old workers finish "
+    "the old topics (recovery lag shows no lag), then stop them; or keep the cluster's count "
+    "by setting `partitions` in topics/ (README: \"Changing partition counts\")")
+
+
+def copartitioned_names(specs: Iterable[TopicSpec], prefix: str = "") -> set[str]:
+    """The topics co-partitioned with the intake topic: those defined with its partition
+    count. The worker's tables take that count, and Faust needs a table and the topics its
+    agents read to agree."""
+    specs = list(specs)
+    intake = next((s for s in specs if s.name == prefix + INTAKE), None)
+    if intake is None:
+        return set()
+    return {s.name for s in specs if s.partitions == intake.partitions}
 
 
 def grouped_warnings(warnings: list[str]) -> list[str]:
@@ -107,10 +133,13 @@ def grouped_warnings(warnings: list[str]) -> list[str]:
 
 
 def apply_topics(
-    admin: AdminClient, specs: Iterable[TopicSpec], *, dry_run: bool = False, timeout: float = 30
+    admin: AdminClient, specs: Iterable[TopicSpec], *, dry_run: bool = False, timeout: float = 30,
+    prefix: str = "",
 ) -> ApplyReport:
     """Create missing topics and align changed configs. Never deletes anything; differences
-    that cannot be fixed safely (partition count, replication factor) are reported as drift."""
+    that cannot be fixed safely (partition count, replication factor) are reported as drift;
+    a partition count differing on a co-partitioned topic is refused, with how to migrate.
+    `prefix` is the one the specs' names carry."""
     report = ApplyReport()
     metadata = admin.list_topics(timeout=timeout)
     broker_count = len(metadata.brokers)
@@ -134,12 +163,16 @@ def apply_topics(
                     raise
     report.created = [s.name for s in missing]
 
+    copartitioned = copartitioned_names(fitted, prefix)
     for spec in existing:
         partitions = metadata.topics[spec.name].partitions
         if len(partitions) != spec.partitions:
-            report.drift.append(
-                f"{spec.name}: {len(partitions)} partitions, definition says {spec.partitions}"
-            )
+            difference = (f"{spec.name}: {len(partitions)} partitions, definition says "
+                          f"{spec.partitions}")
+            if spec.name in copartitioned:
+                report.refused.append(f"{difference} (co-partitioned with {prefix}{INTAKE})")
+            else:
+                report.drift.append(difference)
         replicas = len(next(iter(partitions.values())).replicas) if partitions else 0
         if replicas != spec.replication_factor:
             report.drift.append(
