@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     # "at_least_once" (with idempotent incident state) or Faust's "exactly_once".
     processing_guarantee: str = "at_least_once"
     commit_interval_s: float = 1.0
+    # The agents take their input in batches of up to batch_size records, waiting at most
+    # batch_wait_ms for a batch to fill (docs/benchmarks/pipeline.md); a batch's inputs are
+    # acknowledged once all its outputs are.
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    batch_wait_ms: int = Field(default=20, ge=1, le=1000)
     # After SIGTERM/SIGINT the worker exits within this many seconds, finished or not.
     shutdown_timeout_s: float = 30.0
     # Scenario 4's recovery watch: checks every 15 s for up to 5 minutes.

@@ -181,6 +181,18 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def consumer_state(self) -> str:
+        """The worker's /debug/consumer-state (where its consumer stands), for a failure's
+        message; the error itself if the worker does not answer."""
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.env['RECOVERY_WEB_PORT']}/debug/consumer-state"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode()
+        except Exception as exc:
+            return f"no consumer state: {exc!r}"
+
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():
             return ""
@@ -190,11 +202,17 @@ class WorkerProcess:
 @pytest.fixture
 def worker_factory(
     service_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[[], WorkerProcess]]:
+) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
-    def start() -> WorkerProcess:
-        worker = WorkerProcess(service_env, tmp_path / f"worker-{len(workers)}.log").start()
+    def start(alongside: bool = False) -> WorkerProcess:
+        # A worker running alongside others needs its own web port and its own data
+        # directory (RocksDB locks it); a worker replacing one that stopped reuses both.
+        env = service_env
+        if alongside:
+            env = {**service_env, "RECOVERY_WEB_PORT": str(free_port()),
+                   "RECOVERY_DATA_DIR": str(tmp_path / f"data-{len(workers)}")}
+        worker = WorkerProcess(env, tmp_path / f"worker-{len(workers)}.log").start()
         workers.append(worker)
         return worker
 

@@ -136,7 +136,13 @@ def wait_processed(bootstrap: str, group: str, topics: list[str], timeout: float
         if caught_up():
             return True
         time.sleep(0.2)
-    return caught_up()
+    if caught_up():
+        return True
+    done = committed_offsets(bootstrap, group, [tp for tp, end in ends.items() if end])
+    behind = {f"{tp[0]}[{tp[1]}]": (done.get(tp, -1), end) for tp, end in ends.items()
+              if end and done.get(tp, -1) < end}
+    print(f"{group} not processed up to the ends (committed, end): {behind}")
+    return False
 
 
 WORKER_INPUTS = ("recovery.failures", "recovery.heartbeats", "recovery.incident-commands")

@@ -18,9 +18,11 @@ class UsageFailure(click.ClickException):
 def admin() -> Any:
     from confluent_kafka.admin import AdminClient
 
-    from app.kafka.config import admin_config
+    from app.kafka.config import QUIET_LIBRDKAFKA, admin_config
 
-    return AdminClient(admin_config(get_settings()))
+    # Errors reach the user as one plain line from the command; librdkafka's own lines
+    # (a purged background queue at exit, a dropped connection) are not for them.
+    return AdminClient(admin_config(get_settings(), logger=QUIET_LIBRDKAFKA))
 
 
 def cluster_size(timeout: float = 30) -> int:

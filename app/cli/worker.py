@@ -33,7 +33,10 @@ def worker(loglevel: str | None) -> None:
     worker.spinner = None
     # Before the group join: a changelog the group leader cannot see yet left the worker in
     # its group with no assignment (app/kafka/changelogs.py).
-    from app.kafka.changelogs import ensure_changelogs
+    from app.kafka.changelogs import ChangelogsRefused, ensure_changelogs
 
-    ensure_changelogs(app, settings)
+    try:
+        ensure_changelogs(app, settings)
+    except ChangelogsRefused as exc:
+        raise click.ClickException(str(exc)) from None
     worker.execute_from_commandline()

@@ -201,8 +201,22 @@ class RecoveringConsumer:
             return None
         self.handle(message, handler)
         if self.reports_confirmed(message):
-            self.consumer.commit(message=message, asynchronous=False)
+            self.commit(message)
         return message
+
+    def commit(self, message: Message) -> bool:
+        """Commits past `message`. A refused commit (the group coordinator moving while a
+        broker restarts, a rebalance) does not stop the service: the offset stays where it
+        was, the next commit on the partition covers this record too, and if none comes
+        the record is read again, which the handling tolerates (at-least-once)."""
+        try:
+            self.consumer.commit(message=message, asynchronous=False)
+            return True
+        except KafkaException as exc:
+            log.warning("%s[%d]@%d: commit refused (%s); the offset stays, a later commit "
+                        "covers it", message.topic(), message.partition(), message.offset(),
+                        exc.args[0] if exc.args else exc)
+            return False
 
     def reports_confirmed(self, message: Message) -> bool:
         """Waits until the broker has acknowledged the record's failure report (or its

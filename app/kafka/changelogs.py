@@ -10,13 +10,18 @@ without an assignment, doing nothing (seen under SASL_SSL: docs/exactly-once.md)
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from app.kafka.config import admin_config
 from app.kafka.topics import TopicSpec, apply_topics, wait_for_leaders
 from app.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def cleanup_policy(table: Any) -> str:
@@ -36,8 +41,41 @@ def changelog_specs(app: Any) -> list[TopicSpec]:
             for table in app.tables.values()]
 
 
-def ensure_changelogs(app: Any, settings: Settings, timeout: float = 60.0) -> None:
+class ChangelogsRefused(Exception):
+    """The cluster kept refusing to create or describe the changelogs; one line for the user."""
+
+
+AUTHORIZATION_CODES = (KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                       KafkaError.CLUSTER_AUTHORIZATION_FAILED)
+
+
+def ensure_changelogs(app: Any, settings: Settings, timeout: float = 60.0,
+                      authorization_wait_s: float = 30.0) -> None:
+    """Creates the changelogs and waits for their leaders. A refusal by the authorizer is
+    asked again for up to `authorization_wait_s`: ACLs just created (`recovery acls apply`
+    right before the worker starts) reach the brokers a moment later. Past that, raises
+    ChangelogsRefused saying which grant is missing."""
     specs = changelog_specs(app)
     admin = AdminClient(admin_config(settings))
-    apply_topics(admin, specs)
+    deadline = time.monotonic() + authorization_wait_s
+    pause = 0.5
+    while True:
+        try:
+            apply_topics(admin, specs)
+            break
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if not isinstance(error, KafkaError) or error.code() not in AUTHORIZATION_CODES:
+                raise
+            if time.monotonic() + pause > deadline:
+                raise ChangelogsRefused(
+                    f"the cluster refuses this principal the changelog topics "
+                    f"({specs[0].name.rsplit('-', 2)[0]}-*-changelog): {error.str()}; it "
+                    "needs CREATE and DESCRIBE on them (recovery acls plan --worker ...)"
+                ) from exc
+            log.warning("creating the changelogs was refused (%s); asking again in %.1f s "
+                        "(ACLs just created take a moment to reach the brokers)",
+                        error.str(), pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
     wait_for_leaders(admin, [spec.name for spec in specs], timeout)

@@ -4,21 +4,15 @@ password fails at once instead of after a long timeout."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
-from app.kafka.config import admin_config
+from app.kafka.config import QUIET_LIBRDKAFKA, admin_config
 from app.kafka.security import ENV, KafkaSecurity, SecurityConfigError, security_of
 from app.settings import Settings
-
-# librdkafka's own log lines for this check go nowhere: the result is the one line below.
-_QUIET = logging.getLogger("app.kafka.check.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 
 class ClusterUnreachable(Exception):
@@ -60,7 +54,7 @@ def cluster_size(settings: Settings, timeout: float = 30.0) -> int:
     def on_error(error: KafkaError) -> None:
         errors.append((error.name(), error.str()))
 
-    admin = AdminClient(admin_config(settings, error_cb=on_error, logger=_QUIET))
+    admin = AdminClient(admin_config(settings, error_cb=on_error, logger=QUIET_LIBRDKAFKA))
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from app.kafka.security import librdkafka_config, security_of
 from app.settings import Settings, get_settings
+
+# librdkafka's own log lines for clients whose result is one plain line (the CLI's admin
+# client, the cluster check) go nowhere: the command reports errors itself.
+QUIET_LIBRDKAFKA = logging.getLogger("app.kafka.librdkafka.quiet")
+QUIET_LIBRDKAFKA.addHandler(logging.NullHandler())
+QUIET_LIBRDKAFKA.propagate = False
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
@@ -50,5 +57,9 @@ def consumer_config(settings: Settings, group: str, **overrides: Any) -> dict[st
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        # A subscribed topic that is not in the metadata yet (just created, and the broker
+        # asked has not heard of it) is looked up again at the next refresh: librdkafka's
+        # default, 5 minutes, left a service deaf to its redelivery topic for that long.
+        "topic.metadata.refresh.interval.ms": 10_000,
         **overrides,
     }

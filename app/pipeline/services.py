@@ -8,15 +8,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.avro.codec import AvroCodec
-from app.contracts.clock import Clock
 from app.contracts.records import OutRecord, RawRecord
 from app.pipeline.health import WatchSettings
 from app.pipeline.outbox import Outbox
-from app.pipeline.topology import TopicNames
-from app.policy.routing import ScenarioPolicies
-from app.policy.rules import Policies
-from app.policy.state import StatePolicies
+from app.pipeline.strategy import StrategyServices
 from app.policy.watchdog import WatchdogPolicy
 from app.settings import Settings
 
@@ -35,15 +30,7 @@ def watch_settings(settings: Settings) -> WatchSettings:
 
 
 @dataclass
-class Services:
-    settings: Settings
-    codec: AvroCodec
-    policies: Policies
-    scenario_policies: ScenarioPolicies
-    state_policies: StatePolicies
-    topics: TopicNames
-    watch: WatchSettings
-    clock: Clock
+class Services(StrategyServices):
     outbox: Outbox
     topic_exists: TopicExists
     scan_dead_letters: DeadLetterScan

@@ -71,9 +71,11 @@ SCENARIO_MODULES: tuple[str, ...] = (
 Table = MutableMapping[str, Any]
 
 
-class StrategyServices(Protocol):
+@dataclass
+class StrategyServices:
     """What a strategy may use: configuration, the codec and policies (read once), topic
-    names, the clock, and the outbox's two ways out."""
+    names, the clock, and the outbox's two ways out (`send`, `emit`). The worker's
+    `Services` (app/pipeline/services.py) extends it with what only the stages use."""
 
     settings: Settings
     codec: AvroCodec
@@ -84,10 +86,12 @@ class StrategyServices(Protocol):
     watch: WatchSettings
     clock: Clock
 
-    async def send(self, record: OutRecord) -> None: ...
+    async def send(self, record: OutRecord) -> None:
+        raise NotImplementedError
 
     async def emit(self, event_type: str, incident_id: str, *, step_id: str,
-                   **fields: Any) -> dict[str, Any]: ...
+                   **fields: Any) -> dict[str, Any]:
+        raise NotImplementedError
 
 
 @dataclass

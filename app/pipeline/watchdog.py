@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.pipeline.decide import Incident
+from app.pipeline.decide import DeadLetter, Escalate, Incident
 from app.pipeline.retry.backoff import delay_ms
 from app.policy.rules import RetryPolicy
 from app.policy.watchdog import ESCALATE, NONE, REDISPATCH_THEN_DEAD_LETTER, WatchdogPolicy
@@ -34,21 +34,11 @@ class Redispatch:
 
 
 @dataclass(frozen=True)
-class DeadLetterIt:
-    reason: str
-
-
-@dataclass(frozen=True)
-class EscalateIt:
-    reason: str
-
-
-@dataclass(frozen=True)
 class Wait:
     """Not due (or held on purpose): nothing to do now."""
 
 
-WatchdogAction = Redispatch | DeadLetterIt | EscalateIt | Wait
+WatchdogAction = Redispatch | DeadLetter | Escalate | Wait
 
 
 def deadline(incident: Incident, retry: RetryPolicy, ack_timeout_ms: int) -> int | None:
@@ -81,10 +71,10 @@ def act(incident: Incident, now_ms: int, *, retry: RetryPolicy, ack_timeout_ms: 
             return Wait()  # held for a consumer that is down; the health watch is on it
         if incident.watchdog_redispatches == 0 and consumer_healthy:
             return Redispatch()
-        return DeadLetterIt(UNACKNOWLEDGED if consumer_healthy else
+        return DeadLetter(UNACKNOWLEDGED if consumer_healthy else
                             f"{UNACKNOWLEDGED}: consumer unhealthy for {held_for} ms")
     if action == ESCALATE:
-        return EscalateIt(f"incident {incident.state} past its deadline")
+        return Escalate(f"incident {incident.state} past its deadline")
     return Wait()
 
 

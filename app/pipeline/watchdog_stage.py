@@ -40,7 +40,7 @@ class WatchdogStage:
         action = self.decide(incident)
         if isinstance(action, watchdog.Wait):
             return
-        if isinstance(action, watchdog.EscalateIt):
+        if isinstance(action, d.Escalate):
             await self.escalate(incident, incidents, action.reason)
             return
         found = await self.failed_record(incident)

@@ -12,7 +12,7 @@ import gc
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,40 +92,37 @@ class ProgressSink(Protocol):
     def save(self, progress: Progress) -> None: ...
 
 
+@dataclass(kw_only=True, eq=False)
 class Replay:
-    def __init__(self, *, consumer: Consumer, producer: Producer | None,
-                 store: ProgressSink | None, progress: Progress, target: Target,
-                 predicate: Predicate | None, delivery_errors: list[str] | None = None,
-                 dry_run: bool = False, rate: float | None = None,
-                 checkpoint_s: float = CHECKPOINT_S, stop: Callable[[], bool] = lambda: False,
-                 on_progress: Callable[[Progress], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)):
-        if not dry_run and (producer is None or store is None):
+    consumer: Consumer
+    producer: Producer | None
+    store: ProgressSink | None
+    progress: Progress
+    target: Target
+    predicate: Predicate | None
+    delivery_errors: list[str] | None = None
+    dry_run: bool = False
+    rate: float | None = None
+    checkpoint_s: float = CHECKPOINT_S
+    stop: Callable[[], bool] = lambda: False
+    on_progress: Callable[[Progress], None] | None = None
+    clock: Callable[[], float] = time.monotonic
+    wall_ms: Callable[[], int] = lambda: int(time.time() * 1000)
+
+    def __post_init__(self) -> None:
+        if not self.dry_run and (self.producer is None or self.store is None):
             raise ValueError("a replay that sends needs a producer and a progress store")
-        self.consumer = consumer
-        self.producer = producer
-        self.store = store
-        self.base = progress
-        self.progress = progress
-        self.target = target
-        self.predicate = predicate
-        self.errors = delivery_errors if delivery_errors is not None else []
-        self.dry_run = dry_run
-        self.rate = rate
-        self.checkpoint_s = checkpoint_s
-        self.stop = stop
-        self.on_progress = on_progress
-        self.clock = clock
-        self.wall_ms = wall_ms
+        self.base = self.progress
+        self.errors = self.delivery_errors if self.delivery_errors is not None else []
         self.run_counts = Counts()
         self.summary: Counter[Row] = Counter()
         self.missing: Counter[str] = Counter()
         self.known_topics: dict[str, bool] = {}
-        self.next: dict[int, int] = dict(progress.next)
+        self.next: dict[int, int] = dict(self.progress.next)
         self.open: set[int] = set()
         # every record to one topic, no filter: the shortest loop
-        self.fast = not dry_run and predicate is None and target.kind == TOPIC
+        self.fast = (not self.dry_run and self.predicate is None
+                     and self.target.kind == TOPIC)
 
     # ---- the loop ---------------------------------------------------------------------
 
@@ -186,23 +183,30 @@ class Replay:
         for p in [p for p in self.open if nxt[p] >= end[p]]:
             self._close(p)
 
+    def _in_range(self, messages: list[Any]) -> Iterator[tuple[Any, int, int]]:
+        """Each record with its partition and offset, less consumer errors (reported) and
+        records written after the replay started or past a gap (their partition is done)."""
+        end = self.base.end
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                self._consumer_error(m, error)
+                continue
+            p, off = m.partition(), m.offset()
+            if off >= end[p]:
+                self._close(p)
+                continue
+            yield m, p, off
+
     def _copy(self, messages: list[Any]) -> None:
         """Every record to one topic: the per-record work is the least there is (the
         headers list each message hands out is fresh, so the replay id is appended to it)."""
-        end, nxt = self.base.end, self.next
+        nxt = self.next
         topic = self.target.topic
         produce = self.producer.produce  # type: ignore[union-attr]
         replay_header = h.REPLAY_ID
         sent = 0
-        for m in messages:
-            if m.error() is not None:
-                self._consumer_error(m, m.error())
-                continue
-            p = m.partition()
-            off = m.offset()
-            if off >= end[p]:  # written after the replay started (or past a gap)
-                self._close(p)
-                continue
+        for m, p, off in self._in_range(messages):
             hs = m.headers()
             if hs is None:
                 hs = [(replay_header, b"%d:%d" % (p, off))]
@@ -222,7 +226,7 @@ class Replay:
     def _select(self, messages: list[Any]) -> None:
         """Filters, a target per record, or a dry run: the headers become a dict (each
         header's last value) when a filter or the target needs one."""
-        end, nxt = self.base.end, self.next
+        nxt = self.next
         predicate = self.predicate
         resolve = resolver(self.target)
         need_dict = predicate is not None or self.target.kind != TOPIC or self.dry_run
@@ -233,16 +237,7 @@ class Replay:
         as_command = self.target.kind == INCIDENT
         scanned = matched = sent = unroutable = not_sent = 0
         hs_dict: dict[str, bytes | None] = {}
-        for m in messages:
-            error = m.error()
-            if error is not None:
-                self._consumer_error(m, error)
-                continue
-            p = m.partition()
-            off = m.offset()
-            if off >= end[p]:  # written after the replay started (or past a gap)
-                self._close(p)
-                continue
+        for m, p, off in self._in_range(messages):
             nxt[p] = off + 1
             scanned += 1
             hs = m.headers() or []

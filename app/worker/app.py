@@ -6,24 +6,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, EventT
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import codec_from_settings, wait_until_registered
 from app.contracts.clock import SYSTEM
 from app.contracts.lifecycle import SUBJECT as LIFECYCLE_SUBJECT
 from app.contracts.records import OutRecord, RawRecord
-from app.kafka.config import admin_config, consumer_config
+from app.kafka.config import admin_config, consumer_config, producer_config
 from app.kafka.dead_letters import scan_dead_letters
+from app.kafka.outputs import OUTPUT_TUNING, OutputProducer
 from app.kafka.presence import TopicPresence
 from app.kafka.redaction import install as install_redaction
 from app.kafka.security import faust_credentials, security_of
-from app.kafka.topics import TopicSpec, load_topic_specs
-from app.pipeline import health
+from app.kafka.topics import TopicSpec, copartitioned_names, load_topic_specs
+from app.pipeline import health, intake
 from app.pipeline.commands import watchdog_command
 from app.pipeline.decide import Incident
 from app.pipeline.heartbeats import check_record
@@ -37,6 +39,8 @@ from app.pipeline.watchdog import Wait
 from app.policy.loaded import load_policy_set
 from app.settings import Settings
 from app.worker import consumer_state, lifecycle_counts, metrics, offset_gaps, stall, web
+from app.worker.batches import BatchRunner
+from app.worker.faust_app import RecoveryFaustApp
 from app.worker.lag_monitor import LagMonitor
 from app.worker.open_incidents import IndexedIncidents
 from app.worker.web import access as web_access
@@ -49,32 +53,6 @@ RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes,
 
 def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
-
-
-def message_record(message: Any) -> RawRecord:
-    return RawRecord(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        key=message.key,
-        value=message.value,
-        headers=list(message.headers or []),
-    )
-
-
-class FaustTransport:
-    """The outbox's way out: straight to Faust's transport producer. The records are bytes
-    already, and Faust's Topic.send layers (channel, serializers, future wrappers) cost more
-    per record than the whole recovery decision. Faust still flushes this producer before it
-    commits offsets, so at-least-once holds."""
-
-    def __init__(self, app: faust.App):
-        self.app = app
-
-    async def send(self, record: OutRecord) -> None:
-        await self.app.producer.send(record.topic, record.key, record.value, None, None,
-                                     record.headers)
 
 
 def max_message_bytes(specs: Any, default: int = 1_000_000) -> int:
@@ -102,7 +80,7 @@ def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_facto
     # TLS/SASL for Faust's aiokafka clients; secrets masked in every log line.
     install_redaction(settings)
     credentials = faust_credentials(security_of(settings))
-    return faust.App(
+    return RecoveryFaustApp(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
         broker_credentials=credentials,
@@ -136,8 +114,22 @@ def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_facto
     )
 
 
+def output_producer(settings: Settings, specs: list[TopicSpec]) -> OutputProducer:
+    """The worker's producer for every output (app/kafka/outputs.py), its refusals counted
+    in the metrics."""
+
+    def refused(record: OutRecord, error: str) -> None:
+        metrics.OUTPUT_DELIVERY_FAILURES.labels(topic=record.topic).inc()
+
+    config = producer_config(settings, **OUTPUT_TUNING,
+                             **{"message.max.bytes": max_message_bytes(specs)})
+    outputs = OutputProducer(config, on_failure=refused)
+    metrics.register_undelivered(lambda: outputs.undelivered)
+    return outputs
+
+
 def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
-                 consumer_health: Any) -> Services:
+                 consumer_health: Any, outputs: OutputProducer) -> Services:
     codec = codec_from_settings(SchemaCatalog.load(settings.schemas_dir),
                                 settings.schema_registry_url,
                                 subject_strategy=settings.schema_subject_strategy,
@@ -169,7 +161,7 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
     return Services(settings=settings, codec=codec, policies=policy.recovery,
                     scenario_policies=policy.scenarios, state_policies=policy.state,
                     topics=topics, watch=watch, clock=SYSTEM,
-                    outbox=Outbox(FaustTransport(app), codec, topics.events, SYSTEM),
+                    outbox=Outbox(outputs, codec, topics.events, SYSTEM),
                     topic_exists=presence.exists, scan_dead_letters=dead_letters_of,
                     read_record=read_record, consumer_healthy=consumer_healthy,
                     watchdog=policy.watchdog)
@@ -182,7 +174,8 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     # Values are plain JSON documents (Incident.to_json, ConsumerHealth.to_json).
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
-    services = services_for(app, settings, spec_list, consumer_health)
+    outputs = output_producer(settings, spec_list)
+    services = services_for(app, settings, spec_list, consumer_health, outputs)
 
     async def count_event(event: dict[str, Any]) -> None:
         metrics.observe_lifecycle_event(event)
@@ -204,9 +197,7 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         settled=lambda: not (app.rebalancing or app.in_recovery))
     # Lifecycle-event counts for the metrics, by the input partition that caused them
     # (app/worker/lifecycle_counts.py); only the agents below write them, after each record.
-    table_partitions = specs["recovery.failures"].partitions
-    copartitioned = {settings.topic(name) for name, spec in specs.items()
-                     if spec.partitions == table_partitions}
+    copartitioned = {settings.topic(name) for name in copartitioned_names(spec_list)}
     counted_topics = {topics.failures, topics.commands, topics.heartbeats,
                       *topics.tiers.values()}
     counts = lifecycle_counts.install(
@@ -236,33 +227,59 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
     incident_skipped = skipped_records()
 
+    async def quarantine(record: RawRecord, reason: str) -> None:
+        poisoned = intake.quarantine(record, reason, now_ms=SYSTEM.now_ms())
+        await services.send(OutRecord(topics.poison, poisoned.key, poisoned.value,
+                                      poisoned.headers))
+
+    runner = BatchRunner(outputs, quarantine, size=settings.batch_size,
+                         wait_s=settings.batch_wait_ms / 1000,
+                         finish_bound_s=min(10.0, settings.shutdown_timeout_s / 2))
+
     async def on_incident_input(record: RawRecord) -> None:
         await pipeline.on_incident_input(record, incidents)
 
+    guarded_incident_input = runner.guard(on_incident_input)
+
+    async def incident_record(record: RawRecord) -> None:
+        await incident_skipped.handle(record, guarded_incident_input)
+
+    async def incident_batch(events: Sequence[EventT]) -> None:
+        await runner.each(events, incident_record, counts.flush)
+
     @app.agent(incident_inputs, name="incidents")
     async def incident_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await incident_skipped.handle(message_record(event.message), on_incident_input)
-            counts.flush()
+        await runner.run(stream, incident_batch)
 
     if settings.input_stall_s > 0:
         guard = stall_guard(app, incident_skipped, committed, {topics.failures, topics.commands},
-                            settings.input_stall_s)
+                            settings.input_stall_s, outputs)
 
         @app.timer(max(1.0, settings.input_stall_s / 5))
         async def intake_stall_check() -> None:
             await guard.check()
 
+    @app.timer(5.0)
+    async def stale_commit_check() -> None:
+        if app.rebalancing or app.in_recovery:
+            return
+        await offset_gaps.align_stale_commits(app.consumer, committed)
+
     for tier_ms, tier_topic in topics.tiers.items():
-        register_tier_agent(app, pipeline, tier_ms, tier_topic, consumer_health, counts,
+        register_tier_agent(app, pipeline, runner, tier_ms, tier_topic, counts,
                             skipped_records())
+
+    async def on_heartbeat(record: RawRecord) -> None:
+        await pipeline.heartbeats.on_heartbeat(record, consumer_health)
+
+    heartbeat_record = runner.guard(on_heartbeat)
+
+    async def heartbeat_batch(events: Sequence[EventT]) -> None:
+        await runner.each(events, heartbeat_record, counts.flush)
 
     @app.agent(heartbeats, name="consumer-health")
     async def health_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await pipeline.heartbeats.on_heartbeat(message_record(event.message),
-                                                   consumer_health)
-            counts.flush()
+        await runner.run(stream, heartbeat_batch)
 
     @app.timer(settings.health_check_interval_ms / 1000, on_leader=True)
     async def health_checks() -> None:
@@ -300,7 +317,7 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
 def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
                 committed: offset_gaps.CommittedOffsets, intake: set[str],
-                bound_s: float) -> stall.StallGuard:
+                bound_s: float, outputs: OutputProducer) -> stall.StallGuard:
     """The intake agent's stall guard (app/worker/stall.py) over Faust's consumer."""
 
     def partitions() -> set[tuple[str, int]]:
@@ -308,7 +325,9 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
                 if tp.topic in intake}
 
     def counting() -> bool:
-        return not (app.rebalancing or app.in_recovery or skipped.busy)
+        # Not while outputs wait for a resend: the intake is held back on purpose then.
+        return not (app.rebalancing or app.in_recovery or skipped.busy
+                    or outputs.undelivered)
 
     async def seek(tp: tuple[str, int], offset: int) -> None:
         # On the consumer's own thread: Faust's Consumer.seek changes aiokafka's fetcher from
@@ -391,17 +410,26 @@ async def watchdog_scan(incidents: IndexedIncidents, pipeline: Pipeline, command
     metrics.set_open_incidents(by_state)
 
 
-def register_tier_agent(app: faust.App, pipeline: Pipeline, tier_ms: int, topic_name: str,
-                        consumer_health: Any, counts: lifecycle_counts.TableCounts,
+def register_tier_agent(app: faust.App, pipeline: Pipeline, runner: BatchRunner,
+                        tier_ms: int, topic_name: str, counts: lifecycle_counts.TableCounts,
                         skipped: offset_gaps.SkippedRecords) -> None:
     topic = app.topic(topic_name, allow_empty=True, **RAW)
 
     async def on_retry(record: RawRecord) -> None:
         await pipeline.retries.on_retry(tier_ms, record)
 
+    guarded_retry = runner.guard(on_retry)
+
+    async def retry_record(record: RawRecord) -> None:
+        await skipped.handle(record, guarded_retry)
+
+    def due_order(records: list[RawRecord]) -> list[int]:
+        return pipeline.retries.batch_order(tier_ms, records)
+
+    async def tier_batch(events: Sequence[EventT]) -> None:
+        await runner.each(events, retry_record, counts.flush, due_order)
+
     async def tier_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            await skipped.handle(message_record(event.message), on_retry)
-            counts.flush()
+        await runner.run(stream, tier_batch)
 
     app.agent(topic, name=f"retry-{tier_ms}ms")(tier_agent)

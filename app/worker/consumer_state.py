@@ -22,8 +22,11 @@ def _faust_layer(consumer: Any) -> dict[str, Any]:
     def names(attribute: str) -> list[str]:
         return sorted(_tp_name(tp) for tp in list(getattr(consumer, attribute, None) or ()))
 
-    acked = {_tp_name(tp): (max(offsets) if offsets else None, len(offsets))
+    acked = {_tp_name(tp): (min(offsets) if offsets else None,
+                            max(offsets) if offsets else None, len(offsets))
              for tp, offsets in list(getattr(consumer, "_acked", {}).items())}
+    gaps = {_tp_name(tp): sorted((i.begin, i.end) for i in tree)[:5]
+            for tp, tree in list(getattr(consumer, "_gap", {}).items()) if tree}
     return {
         "flow_active": getattr(consumer, "flow_active", None),
         "active": names("_active_partitions"),
@@ -33,8 +36,11 @@ def _faust_layer(consumer: Any) -> dict[str, Any]:
                         in list(getattr(consumer, "_read_offset", {}).items())},
         "committed_offset": {_tp_name(tp): offset for tp, offset
                              in list(getattr(consumer, "_committed_offset", {}).items())},
-        # Highest acked offset and how many acks wait behind a gap (an unacked offset).
-        "acked_max_and_pending": acked,
+        # Lowest and highest acked offset not committed yet, and how many: a commit stays
+        # behind while the lowest is more than one past the committed offset.
+        "acked_min_max_and_pending": acked,
+        # Offsets Faust counts as done without an ack (compaction gaps, re-read records).
+        "gaps": gaps,
     }
 
 

@@ -52,6 +52,15 @@ WATCHDOG_CHECKS = Counter("recovery_watchdog_checks",
                           "Overdue incidents the watchdog sent for a decision.",
                           registry=REGISTRY)
 
+OUTPUT_DELIVERY_FAILURES = Counter(
+    "recovery_output_delivery_failures",
+    "Outputs the broker refused (sent again; their input stays uncommitted meanwhile).",
+    ["topic"], registry=REGISTRY)
+OUTPUTS_UNDELIVERED = Gauge(
+    "recovery_outputs_undelivered_messages",
+    "Refused outputs waiting to be sent again (their batch's input is held).",
+    registry=REGISTRY)
+
 # The last watchdog scan: state -> (count, oldest age in seconds), for the page.
 OPEN_BY_STATE: dict[str, tuple[int, float]] = {}
 
@@ -228,6 +237,11 @@ def register_lag(view: Callable[[], LagView | None]) -> LagMetrics:
     _lag_collector = LagMetrics(view)
     REGISTRY.register(_lag_collector)
     return _lag_collector
+
+
+def register_undelivered(count: Callable[[], int]) -> None:
+    """The undelivered-outputs gauge reads `count` at scrape time."""
+    OUTPUTS_UNDELIVERED.set_function(count)
 
 
 def render() -> bytes:

@@ -77,8 +77,8 @@ def unfinished_work(app: object) -> list[str]:
     faust_view = consumer_state(app).get("faust") or {}
     committed = faust_view.get("committed_offset") or {}
     lines = []
-    for name, (acked, _pending) in sorted((faust_view.get("acked_max_and_pending") or {})
-                                          .items()):
+    for name, (_lowest, acked, _pending) in sorted(
+            (faust_view.get("acked_min_max_and_pending") or {}).items()):
         last_commit = committed.get(name)
         if acked is not None and (last_commit is None or last_commit < acked):
             lines.append(f"{name}: handled up to offset {acked}, last commit at "

@@ -64,8 +64,10 @@ def test_open_partition_fails_the_required_critical_step_and_stops_the_plan(
     assert [s["name"] for s in plan["critical_steps"]] == ["verify_partitions_healed"]
     assert [s["name"] for s in plan["normal_steps"]] == ["verify_cache_consistency"]
     # The second cache failure came within the observer's throttle interval: counted, and
-    # named once the interval passed (it may come after the plan was made).
-    assert plan["analysis"]["state_sync"]["incidents"][0] == "user:1"
+    # named once the interval passed (it may come after the plan was made). The two keys
+    # sit on different partitions, so either may reach the worker first.
+    named = plan["analysis"]["state_sync"]["incidents"]
+    assert named and set(named) <= {"user:1", "user:2"}
     assert plan["analysis"]["network"]["maxSeverity"] == "CRITICAL"
     [completed] = of_type(events, co.COMPLETED)
     result = orjson.loads(completed["payload_json"])

@@ -21,11 +21,21 @@ class RetryStage:
     def __init__(self, services: Services):
         self.services = services
 
+    def wake_of(self, tier_ms: int, record: RawRecord) -> int:
+        """When the tier looks at this record again (tiers.wake_at)."""
+        due = h.header_int(record.headers, h.RETRY_DUE) or 0
+        enqueued = record.timestamp_ms or self.services.clock.now_ms()
+        return tiers.wake_at(enqueued, tier_ms, due)
+
+    def batch_order(self, tier_ms: int, records: list[RawRecord]) -> list[int]:
+        """A batch of this tier's records in the order they come due (tiers.wake_order)."""
+        return tiers.wake_order([((r.topic, r.partition), self.wake_of(tier_ms, r))
+                                 for r in records])
+
     async def on_retry(self, tier_ms: int, record: RawRecord) -> None:
         services, clock, names = self.services, self.services.clock, self.services.topics
         due = h.header_int(record.headers, h.RETRY_DUE) or 0
-        enqueued = record.timestamp_ms or clock.now_ms()
-        await clock.sleep_ms(tiers.wake_at(enqueued, tier_ms, due) - clock.now_ms())
+        await clock.sleep_ms(self.wake_of(tier_ms, record) - clock.now_ms())
         group = h.header_value(record.headers, h.CONSUMER_GROUP)
         step = tiers.plan(due, clock.now_ms(), services.consumer_healthy(group),
                           list(names.tiers), services.settings.hold_retry_ms)

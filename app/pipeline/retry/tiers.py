@@ -4,6 +4,7 @@ who is due earlier. Pure planning; the worker does the waiting and sending."""
 
 from __future__ import annotations
 
+import heapq
 import re
 from dataclasses import dataclass
 
@@ -59,3 +60,24 @@ def plan(due_ms: int, now_ms: int, consumer_healthy: bool, tiers_ms: list[int],
     if not consumer_healthy:
         return Hold(tier_for(hold_ms, tiers_ms), now_ms + hold_ms)
     return Dispatch()
+
+
+def wake_order(positions: list[tuple[tuple[str, int], int]]) -> list[int]:
+    """The order to handle a batch of tier records in, given each one's (partition, wake
+    time): by wake time across partitions, and within a partition as read (a k-way merge of
+    the partitions' runs), so a record due soon is not kept behind one due later in another
+    partition, and per partition, order is kept."""
+    runs: dict[tuple[str, int], list[int]] = {}
+    for index, (partition, _) in enumerate(positions):
+        runs.setdefault(partition, []).append(index)
+    heads = [(positions[run[0]][1], run[0], key, 0) for key, run in runs.items()]
+    heapq.heapify(heads)
+    order: list[int] = []
+    while heads:
+        _, index, key, at = heapq.heappop(heads)
+        order.append(index)
+        run = runs[key]
+        if at + 1 < len(run):
+            following = run[at + 1]
+            heapq.heappush(heads, (positions[following][1], following, key, at + 1))
+    return order

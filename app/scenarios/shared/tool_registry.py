@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 TOPIC = "recovery.tool-registry"
 RESULTS_TOPIC = "recovery.tool-results"
 QUERIES_TOPIC = "recovery.tool-queries"
+# How long after a changelog record the registry is listed afresh on every read (Faust
+# applies the records it restores in batches, shortly after they arrive).
+CHANGELOG_SETTLE_MS = 2000
 
 
 @dataclass(frozen=True)
@@ -299,8 +302,16 @@ class ToolRegistry:
         json_values: faust.Schema = faust.Schema(key_type=str, key_serializer="raw",
                                                  value_serializer="json")
         # Partitioned as the topics that feed them (Faust checks): the registry has one.
+        # Every mcp failure event reads the registry's entries; listing a Faust table walks
+        # its stores (a tenth of the worker's time per event in the benchmark), so the list
+        # is kept until the table changes: a write here clears it, and a changelog record
+        # (another worker's write, applied by Faust a little after it arrives) stops keeping
+        # it for CHANGELOG_SETTLE_MS.
+        self._entries: list[ToolEntry] | None = None
+        self._changed_at = -CHANGELOG_SETTLE_MS
         self.table = app.GlobalTable("tool-registry", default=None, partitions=1,
-                                     schema=json_values)
+                                     schema=json_values,
+                                     on_changelog_event=self._on_changelog_event)
         self.results = app.GlobalTable("tool-results", default=None, schema=json_values)
         registry_topic = app.topic(self.topic_name, allow_empty=True, **raw)
         results_topic = app.topic(self.results_topic_name, allow_empty=True, **raw)
@@ -331,6 +342,7 @@ class ToolRegistry:
                     self.table.pop(update[0], None)
                 else:
                     self.table[update[0]] = update[1]
+                self._entries = None
 
         @app.agent(results_topic, name="tool-results")
         async def results_agent(stream: faust.StreamT[bytes]) -> None:
@@ -342,8 +354,17 @@ class ToolRegistry:
                     continue
                 self.results[parsed[0]] = parsed[1].to_json()
 
+    async def _on_changelog_event(self, event: Any) -> None:
+        self._entries = None
+        self._changed_at = self.services.clock.now_ms()
+
     def entries(self) -> list[ToolEntry]:
-        return [ToolEntry.from_json(v) for v in list(self.table.values()) if v]
+        if self._entries is not None:
+            return self._entries
+        entries = [ToolEntry.from_json(v) for v in list(self.table.values()) if v]
+        if self.services.clock.now_ms() - self._changed_at >= CHANGELOG_SETTLE_MS:
+            self._entries = entries
+        return entries
 
     def cached(self, tool: str, arguments: Any) -> CachedResult | None:
         found = self.results.get(cache_key(tool, arguments))

@@ -18,7 +18,7 @@ def test_every_table_has_its_changelog_with_faust_name_partitions_and_policy(tmp
     assert set(specs) == {f"recovery-p-{t.name}-changelog" for t in app.tables.values()}
     assert {"recovery-p-incidents-changelog", "recovery-p-consumer-health-changelog",
             "recovery-p-lifecycle-counts-changelog"} <= set(specs)
-    assert specs["recovery-p-incidents-changelog"].partitions == 3
+    assert specs["recovery-p-incidents-changelog"].partitions == 12
     assert specs["recovery-p-scenario-watches-changelog"].partitions == 1
     assert all(spec.config == {"cleanup.policy": "compact"} for spec in specs.values())
     assert all(spec.replication_factor == 1 for spec in specs.values())

@@ -5,8 +5,8 @@ from __future__ import annotations
 from app.pipeline.decide import Incident
 from app.pipeline.watchdog import (
     UNACKNOWLEDGED,
-    DeadLetterIt,
-    EscalateIt,
+    DeadLetter,
+    Escalate,
     Redispatch,
     Wait,
     act,
@@ -44,7 +44,7 @@ def test_after_one_redispatch_the_next_expiry_dead_letters() -> None:
     assert again.watchdog_redispatches == 1 and again.updated_ms == 200_000
     assert deadline(again, RETRY, ACK_MS) == 200_000 + ACK_MS
     assert decide(again, 200_000 + ACK_MS - 1) == Wait()
-    assert decide(again, 200_000 + ACK_MS) == DeadLetterIt(UNACKNOWLEDGED)
+    assert decide(again, 200_000 + ACK_MS) == DeadLetter(UNACKNOWLEDGED)
 
 
 def test_a_held_retry_waits_while_its_consumer_is_down_up_to_the_held_limit() -> None:
@@ -53,7 +53,7 @@ def test_a_held_retry_waits_while_its_consumer_is_down_up_to_the_held_limit() ->
     assert decide(incident, overdue, healthy=False) == Wait()
     limit = 100_000 + POLICY.held_limit_ms
     result = decide(incident, limit, healthy=False)
-    assert isinstance(result, DeadLetterIt) and result.reason.startswith(UNACKNOWLEDGED)
+    assert isinstance(result, DeadLetter) and result.reason.startswith(UNACKNOWLEDGED)
     assert "consumer unhealthy" in result.reason
 
 
@@ -67,12 +67,12 @@ def test_terminal_incidents_have_no_deadline() -> None:
 
 def test_other_states_follow_the_policy() -> None:
     rerouted = Incident("inc-1", state="rerouted", reports=1, history=((1_000, "rerouted"),))
-    assert decide(rerouted, 1_000 + ACK_MS) == EscalateIt("incident rerouted past its deadline")
+    assert decide(rerouted, 1_000 + ACK_MS) == Escalate("incident rerouted past its deadline")
     split = Incident("inc-1", state="split", reports=1, history=((1_000, "split"),))
     assert decide(split, 10**12) == Wait()  # its per-consumer children carry the outcome
     custom = WatchdogPolicy(actions={"split": "escalate"})
     assert isinstance(act(split, 10**12, retry=RETRY, ack_timeout_ms=ACK_MS,
-                          consumer_healthy=True, policy=custom), EscalateIt)
+                          consumer_healthy=True, policy=custom), Escalate)
 
 
 def test_a_new_report_resets_the_redispatch_count() -> None:

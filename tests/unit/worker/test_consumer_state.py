@@ -53,7 +53,7 @@ def test_both_layers_are_reported_per_partition():
 
     assert state["flow_control_active"] is False
     assert state["faust"]["active"] == ["in[0]"] and state["faust"]["paused"] == ["in[1]"]
-    assert state["faust"]["acked_max_and_pending"] == {"in[0]": (40, 3)}
+    assert state["faust"]["acked_min_max_and_pending"] == {"in[0]": (31, 40, 3)}
     assert state["faust"]["committed_offset"] == {"in[0]": 30}
     kafka = state["kafka"]
     assert kafka["generation"] == 7

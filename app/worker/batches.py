@@ -1,0 +1,118 @@
+"""The agents' batch loop: records taken from a Faust stream in bounded batches
+(`take_events`), each handed to a pipeline stage in order, the batch's outputs delivered
+through the output producer, and only then the batch acknowledged.
+
+Faust's `take_events` acknowledges a batch when its loop body is left, however it is left,
+so the body must not be left before the batch is done:
+- a record whose handling raises is quarantined to the poison topic with the error as its
+  reason, and the batch goes on (nothing is lost, the worker is not stopped by one record);
+- a stop (the agent cancelled) lets the batch in hand finish within `finish_bound_s`; if it
+  cannot (no broker answering), the process exits at once, before Faust can commit offsets
+  whose outputs were never acknowledged; the next worker redoes the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from faust.streams import _current_event
+from faust.types import EventT, StreamT
+
+from app.contracts.records import RawRecord
+from app.kafka.outputs import OutputProducer
+
+log = logging.getLogger(__name__)
+
+EXIT_BATCH_UNFINISHED = 3  # the same code as a shutdown past its deadline
+RecordHandler = Callable[[RawRecord], Awaitable[None]]
+Quarantine = Callable[[RawRecord, str], Awaitable[None]]
+
+
+def message_record(message: Any) -> RawRecord:
+    return RawRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        key=message.key,
+        value=message.value,
+        headers=list(message.headers or []),
+    )
+
+
+def set_current_event(event: EventT) -> None:
+    """Makes `event` Faust's current event in this task only: table writes (their changelog
+    partition) and the lifecycle counts belong to the record being handled. Only the context
+    variable is set: the stream's own `current_event` attribute is the take buffer's, which
+    fills it from another task."""
+    _current_event.set(weakref.ref(event))
+
+
+class BatchRunner:
+    def __init__(self, outputs: OutputProducer, quarantine: Quarantine, *,
+                 size: int, wait_s: float, finish_bound_s: float = 10.0,
+                 exit: Callable[[int], None] = os._exit):
+        self.outputs = outputs
+        self.quarantine = quarantine
+        self.size = size
+        self.wait_s = wait_s
+        self.finish_bound_s = finish_bound_s
+        self._exit = exit
+
+    async def run(self, stream: StreamT, handle: Callable[[Sequence[EventT]], Awaitable[None]]
+                  ) -> None:
+        """Feeds the stream's batches to `handle`, one at a time."""
+        async for events in stream.take_events(self.size, self.wait_s):
+            task = asyncio.ensure_future(handle(events))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await self._finish(task, len(events))
+                raise
+
+    async def _finish(self, task: asyncio.Future[None], size: int) -> None:
+        done, _ = await asyncio.wait({task}, timeout=self.finish_bound_s)
+        if done and task.exception() is None:
+            return
+        log.error("stopping with a batch of %d record(s) not finished within %.0f s: exiting "
+                  "before its offsets can be committed; the next worker redoes it", size,
+                  self.finish_bound_s)
+        logging.shutdown()
+        self._exit(EXIT_BATCH_UNFINISHED)
+
+    async def each(self, events: Sequence[EventT], handler: RecordHandler,
+                   after: Callable[[], None] | None = None,
+                   order: Callable[[list[RawRecord]], list[int]] | None = None) -> None:
+        """Hands the batch's records to `handler` in order (so per key and partition, order
+        is kept; `order` may interleave partitions), then waits until every output they
+        caused is acknowledged."""
+        records = [message_record(event.message) for event in events]
+        indices = order(records) if order is not None else range(len(records))
+        with self.outputs.batch() as group:
+            for index in indices:
+                set_current_event(events[index])
+                await handler(records[index])
+                if after is not None:
+                    after()
+            await self.outputs.deliver(group)
+
+    def guard(self, handler: RecordHandler) -> RecordHandler:
+        """`handler`, with a record whose handling raises quarantined instead."""
+
+        async def guarded(record: RawRecord) -> None:
+            try:
+                await handler(record)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s[%d]@%d could not be handled; quarantined", record.topic,
+                              record.partition, record.offset)
+                await self.quarantine(record, f"the worker could not handle it: "
+                                              f"{type(exc).__name__}: {exc}")
+
+        return guarded
