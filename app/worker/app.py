@@ -234,7 +234,8 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
     runner = BatchRunner(outputs, quarantine, size=settings.batch_size,
                          wait_s=settings.batch_wait_ms / 1000,
-                         finish_bound_s=min(10.0, settings.shutdown_timeout_s / 2))
+                         finish_bound_s=min(10.0, settings.shutdown_timeout_s / 2),
+                         held=[incidents])
 
     async def on_incident_input(record: RawRecord) -> None:
         await pipeline.on_incident_input(record, incidents)
@@ -259,11 +260,20 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         async def intake_stall_check() -> None:
             await guard.check()
 
+    # Faust's view of each input partition's commit against the group's (offset_gaps).
+    reconciler = offset_gaps.CommitReconciler(
+        lambda: app.consumer, committed,
+        inputs={topics.failures, topics.commands, topics.heartbeats, *topics.tiers.values()},
+        read_again={topics.failures, topics.commands, topics.heartbeats},
+        seek=lambda tp, offset: seek_on_consumer_thread(app, tp, offset),
+        busy=lambda: incident_skipped.busy)
+    metrics.register_commit_repairs(reconciler.repairs)
+
     @app.timer(5.0)
-    async def stale_commit_check() -> None:
+    async def commit_check() -> None:
         if app.rebalancing or app.in_recovery:
             return
-        await offset_gaps.align_stale_commits(app.consumer, committed)
+        await reconciler.check()
 
     for tier_ms, tier_topic in topics.tiers.items():
         register_tier_agent(app, pipeline, runner, tier_ms, tier_topic, counts,
@@ -315,6 +325,22 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     return Recovery(app, pipeline, lag_monitor)
 
 
+async def seek_on_consumer_thread(app: faust.App, tp: tuple[str, int], offset: int) -> None:
+    """Seeks one input partition back so Faust hands the records from `offset` on over again.
+
+    On the consumer's own thread: Faust's Consumer.seek changes aiokafka's fetcher from the
+    event loop while the thread's fetch runs, and a fault run's fetcher crashed on that
+    (KeyError in Fetcher._records, the worker exited). Then Faust's read offset, as
+    Consumer.seek sets it, or Faust would drop the records as read already."""
+    thread, partition = app.consumer._thread, TP(*tp)
+
+    async def request() -> None:
+        thread._ensure_consumer().seek(partition, offset)
+
+    await asyncio.wait_for(thread.call_thread(request), 15)
+    app.consumer._read_offset[partition] = offset
+
+
 def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
                 committed: offset_gaps.CommittedOffsets, intake: set[str],
                 bound_s: float, outputs: OutputProducer) -> stall.StallGuard:
@@ -330,17 +356,7 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
                     or outputs.undelivered)
 
     async def seek(tp: tuple[str, int], offset: int) -> None:
-        # On the consumer's own thread: Faust's Consumer.seek changes aiokafka's fetcher from
-        # the event loop while the thread's fetch runs, and a fault run's fetcher crashed on
-        # that (KeyError in Fetcher._records, the worker exited). Then Faust's read offset,
-        # as Consumer.seek sets it, so the records from `offset` on are handed over again.
-        thread, partition = app.consumer._thread, TP(*tp)
-
-        async def request() -> None:
-            thread._ensure_consumer().seek(partition, offset)
-
-        await asyncio.wait_for(thread.call_thread(request), 15)
-        app.consumer._read_offset[partition] = offset
+        await seek_on_consumer_thread(app, tp, offset)
 
     async def rejoin() -> None:
         thread = app.consumer._thread  # Faust's consumer thread owns the aiokafka client

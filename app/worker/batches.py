@@ -18,7 +18,8 @@ import logging
 import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any, Protocol
 
 from faust.streams import _current_event
 from faust.types import EventT, StreamT
@@ -53,11 +54,20 @@ def set_current_event(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
+class HeldWrites(Protocol):
+    """A table whose writes can be held back until the batch's outputs are on the broker
+    (app/worker/open_incidents.py)."""
+
+    def held_writes(self) -> AbstractContextManager[Callable[[], None]]: ...
+
+
 class BatchRunner:
     def __init__(self, outputs: OutputProducer, quarantine: Quarantine, *,
                  size: int, wait_s: float, finish_bound_s: float = 10.0,
-                 exit: Callable[[int], None] = os._exit):
+                 exit: Callable[[int], None] = os._exit,
+                 held: Sequence[HeldWrites] = ()):
         self.outputs = outputs
+        self.held = held  # their writes reach the table after the batch's outputs
         self.quarantine = quarantine
         self.size = size
         self.wait_s = wait_s
@@ -89,17 +99,20 @@ class BatchRunner:
                    after: Callable[[], None] | None = None,
                    order: Callable[[list[RawRecord]], list[int]] | None = None) -> None:
         """Hands the batch's records to `handler` in order (so per key and partition, order
-        is kept; `order` may interleave partitions), then waits until every output they
-        caused is acknowledged."""
+        is kept; `order` may interleave partitions), waits until every output they caused
+        is acknowledged, and only then writes the held-back table writes."""
         records = [message_record(event.message) for event in events]
         indices = order(records) if order is not None else range(len(records))
-        with self.outputs.batch() as group:
+        with self.outputs.batch() as group, ExitStack() as stack:
+            applies = [stack.enter_context(table.held_writes()) for table in self.held]
             for index in indices:
                 set_current_event(events[index])
                 await handler(records[index])
                 if after is not None:
                     after()
             await self.outputs.deliver(group)
+            for apply in applies:
+                apply()
 
     def guard(self, handler: RecordHandler) -> RecordHandler:
         """`handler`, with a record whose handling raises quarantined instead."""

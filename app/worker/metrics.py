@@ -56,6 +56,12 @@ OUTPUT_DELIVERY_FAILURES = Counter(
     "recovery_output_delivery_failures",
     "Outputs the broker refused (sent again; their input stays uncommitted meanwhile).",
     ["topic"], registry=REGISTRY)
+COMMIT_REPAIRS = Gauge(
+    "recovery_commit_repairs",
+    "Input partitions whose stuck commit the worker repaired, by kind (commit_ahead: Faust "
+    "believed an offset committed that the group did not have; raise_to_group: Faust's "
+    "committed offset was stale below the group's; read_again: a hole read again).",
+    ["kind"], registry=REGISTRY)
 OUTPUTS_UNDELIVERED = Gauge(
     "recovery_outputs_undelivered_messages",
     "Refused outputs waiting to be sent again (their batch's input is held).",
@@ -242,6 +248,12 @@ def register_lag(view: Callable[[], LagView | None]) -> LagMetrics:
 def register_undelivered(count: Callable[[], int]) -> None:
     """The undelivered-outputs gauge reads `count` at scrape time."""
     OUTPUTS_UNDELIVERED.set_function(count)
+
+
+def register_commit_repairs(repairs: dict[str, int]) -> None:
+    """The commit-repair gauges read `repairs` (kind -> count so far) at scrape time."""
+    for kind in repairs:
+        COMMIT_REPAIRS.labels(kind).set_function(lambda kind=kind: repairs[kind])
 
 
 def render() -> bytes:

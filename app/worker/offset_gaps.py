@@ -242,48 +242,131 @@ def commit_held(faust_committed: int | None, lowest_acked: int | None) -> bool:
         and lowest_acked - faust_committed > 1  # type: ignore[operator]
 
 
-def stale_commit(faust_committed: int | None, lowest_acked: int | None,
-                 group_committed: int | None) -> int | None:
-    """The offset to take as Faust's committed one, when Faust's is stale; else None.
+@dataclass(frozen=True)
+class CommitAhead:
+    """Faust believes `offset` committed, the group has less: commit `offset` for it."""
 
-    Faust commits a partition only while its lowest acked offset is at most one past the
-    offset it believes committed. Seen in the scale-out test with the batched worker: after a
-    member died mid-rebalance, the survivor's Faust kept the committed offsets it read at the
-    assignment (276) while the group's had moved on (380, committed by the member before it
-    died), and the survivor handed over and acked only the records from 380 on; nothing was
-    lost, but Faust never committed that partition again. The group's own committed offset
-    is the truth: everything below it is done, so Faust's is raised to it."""
-    if group_committed is None or not commit_held(faust_committed, lowest_acked):
+    offset: int
+
+
+@dataclass(frozen=True)
+class RaiseToGroup:
+    """Faust's committed offset is stale below the group's and holds its commits: take
+    the group's `offset`."""
+
+    offset: int
+
+
+@dataclass(frozen=True)
+class ReadAgain:
+    """Offsets from `offset` up to the lowest acked one were never acked here and nothing
+    moves: seek back to `offset` so Faust hands them over again."""
+
+    offset: int
+
+
+CommitRepair = CommitAhead | RaiseToGroup | ReadAgain
+
+
+def commit_repair(faust_committed: int | None, lowest_acked: int | None,
+                  group_committed: int | None, unchanged: bool) -> CommitRepair | None:
+    """What to do about one input partition's commit, from Faust's view (the offset it
+    believes committed, its lowest acked offset not committed yet), the group's committed
+    offset asked of Kafka, and whether Faust's view is the same as at the last check.
+
+    Faust's view and Kafka's part ways around rebalances (docs/exactly-once.md, "Commits
+    left behind"): Faust records a commit the broker refused ("already rebalanced") as
+    made, re-reads the committed offsets while a commit is in flight, and once committed
+    an offset below the group's. Each of the three leaves the partition's commit stuck for
+    good while nothing is lost. Everything below any offset Faust believes committed was
+    acked by some member (its outputs delivered), and so is everything below the group's:
+    committing the higher of the two is always safe.
+    """
+    if faust_committed is None:
+        return None  # Faust commits whatever it has then (no head check)
+    if group_committed is None or group_committed < faust_committed:
+        return CommitAhead(faust_committed)
+    if not commit_held(faust_committed, lowest_acked):
         return None
-    if group_committed <= faust_committed:  # type: ignore[operator]
-        return None  # a real hole: records not acked yet (the stall guard's business)
-    return group_committed
+    if group_committed > faust_committed:
+        return RaiseToGroup(group_committed)
+    # The group agrees with Faust and the records between were never acked here. While
+    # they may still be on their way (a batch in hand), wait; a view that lasts is a hole.
+    return ReadAgain(faust_committed) if unchanged else None
 
 
-async def align_stale_commits(consumer: Any, committed: Callable[[str, int], int | None]
-                              ) -> int:
-    """Raises Faust's committed offset of each input partition held behind a stale one
-    (stale_commit) to the group's; returns how many were raised. Faust keeps acks only for
-    the topics it commits (never its table changelogs)."""
-    loop = asyncio.get_running_loop()
-    raised = 0
-    for tp, acked in list(consumer._acked.items()):
-        if not acked:
-            continue
-        faust_committed = consumer._committed_offset.get(tp)
-        lowest = min(acked)
-        if not commit_held(faust_committed, lowest):
-            continue
-        group_committed = await loop.run_in_executor(None, committed, tp.topic, tp.partition)
-        # Read again after the wait: a commit or a rebalance may have moved it meanwhile.
-        if tp not in consumer._acked or consumer._committed_offset.get(tp) != faust_committed:
-            continue
-        offset = stale_commit(faust_committed, lowest, group_committed)
-        if offset is None:
-            continue
-        log.warning("%s[%d]: Faust held its commit at offset %s while the group's committed "
-                    "offset is %d (acked from %d on): taking the group's", tp.topic,
-                    tp.partition, faust_committed, offset, lowest)
-        consumer._committed_offset[tp] = offset
-        raised += 1
-    return raised
+class CommitReconciler:
+    """Every few seconds, per input partition: Faust's view of its commit against the
+    group's committed offset asked of Kafka, and the repair commit_repair names."""
+
+    def __init__(self, consumer: Callable[[], Any], committed: Callable[[str, int], int | None],
+                 inputs: set[str], read_again: set[str],
+                 seek: Callable[[tuple[str, int], int], Awaitable[None]],
+                 busy: Callable[[], bool]):
+        self.consumer = consumer
+        self.committed = committed
+        self.inputs = inputs  # topics Faust commits for the worker (never its changelogs)
+        self.read_again = read_again  # those where a hole is read again (not the tiers)
+        self.seek = seek
+        self.busy = busy
+        self.last_view: dict[Any, tuple[int | None, int | None]] = {}
+        self.read_again_at: dict[Any, tuple[int | None, int | None]] = {}  # one seek a view
+        self.repairs: dict[str, int] = {"commit_ahead": 0, "raise_to_group": 0,
+                                        "read_again": 0}
+
+    async def check(self) -> list[tuple[Any, CommitRepair]]:
+        consumer = self.consumer()
+        loop = asyncio.get_running_loop()
+        done: list[tuple[Any, CommitRepair]] = []
+        assignment = set(consumer.assignment())
+        views = {}
+        for tp in assignment:
+            if tp.topic not in self.inputs:
+                continue
+            acked = list(consumer._acked.get(tp) or ())
+            views[tp] = (consumer._committed_offset.get(tp), min(acked) if acked else None)
+        last, self.last_view = self.last_view, views
+        for tp, view in sorted(views.items()):
+            faust_committed, lowest = view
+            if faust_committed is None:
+                continue
+            if getattr(consumer, "_commit_fut", None) is not None:
+                return done  # Faust is committing: its view is about to change
+            group = await loop.run_in_executor(None, self.committed, tp.topic, tp.partition)
+            # Read again after the wait: a commit or a rebalance may have moved it meanwhile.
+            if tp not in set(consumer.assignment()) \
+                    or consumer._committed_offset.get(tp) != faust_committed:
+                continue
+            repair = commit_repair(faust_committed, lowest, group, last.get(tp) == view)
+            if isinstance(repair, ReadAgain):
+                if tp.topic not in self.read_again or self.busy() \
+                        or self.read_again_at.get(tp) == view:
+                    continue
+                self.read_again_at[tp] = view
+            if repair is None:
+                continue
+            await self._apply(consumer, tp, repair, group, lowest)
+            done.append((tp, repair))
+        return done
+
+    async def _apply(self, consumer: Any, tp: Any, repair: CommitRepair,
+                     group: int | None, lowest: int | None) -> None:
+        name = f"{tp.topic}[{tp.partition}]"
+        match repair:
+            case CommitAhead(offset):
+                log.warning("%s: Faust believes offset %d committed, the group has %s: "
+                            "committing %d", name, offset, group, offset)
+                if await consumer._commit({tp: offset}):
+                    self.repairs["commit_ahead"] += 1
+            case RaiseToGroup(offset):
+                log.warning("%s: Faust held its commit at offset %s while the group's "
+                            "committed offset is %d (acked from %s on): taking the group's",
+                            name, consumer._committed_offset.get(tp), offset, lowest)
+                consumer._committed_offset[tp] = offset
+                self.repairs["raise_to_group"] += 1
+            case ReadAgain(offset):
+                log.warning("%s: offsets %d-%s were never acked and nothing moved for a "
+                            "check: reading them again from %d", name, offset,
+                            (lowest or offset) - 1, offset)
+                await self.seek((tp.topic, tp.partition), offset)
+                self.repairs["read_again"] += 1

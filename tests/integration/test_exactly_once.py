@@ -73,7 +73,7 @@ class OutcomeCount:
 
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_factory,
-                                                         topic_prefix):
+                                                         topic_prefix, tmp_path):
     settings = Settings(kafka_bootstrap_servers=applied_topics["KAFKA_BOOTSTRAP_SERVERS"],
                         topic_prefix=topic_prefix)
     codec = locked_codec()
@@ -103,7 +103,10 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
     assert done, (len(outcomes.per_event), second.log_tail())
     # Anything late would be a duplicate: wait until the worker has processed every input
     # it has, then read its outputs to the end.
-    assert caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120)
+    if not caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120):
+        state = second.consumer_state()
+        (tmp_path / "consumer-state.json").write_text(state)
+        raise AssertionError(f"the group's commits stayed behind; the worker's consumer: {state}")
     reader.close()
     outcomes.update(reader.messages)
     counts = outcomes.per_event

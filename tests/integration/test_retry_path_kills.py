@@ -38,6 +38,9 @@ class Outcomes:
         self.codec = codec
         self.per_incident: dict[str, set[str]] = collections.defaultdict(set)
         self.reported: set[str] = set()  # incidents with a failure_received
+        # Each incident's lifecycle steps in arrival order: a lost one's history is the
+        # first thing to read when this test fails.
+        self.history: dict[str, list[str]] = collections.defaultdict(list)
         self.ids: set[str] = set()
         self.raw = 0
         self.read = 0
@@ -47,6 +50,7 @@ class Outcomes:
             event = self.codec.decode(message.value(), "lifecycle-event")
             if event["event_type"] == "recovery/failure_received":
                 self.reported.add(event["incident_id"])
+            self.history[event["incident_id"]].append(event["event_id"].rsplit(":", 1)[-1])
             if event["outcome"] not in TERMINAL:
                 continue
             self.raw += 1
@@ -55,6 +59,57 @@ class Outcomes:
             self.ids.add(event["event_id"])
             self.per_incident[event["incident_id"]].add(event["event_id"])
         self.read = len(messages)
+
+
+def incident_trail(bootstrap: str, prefix: str, incident_ids: list[str]) -> dict:
+    """For a failure's report: each incident's commands (partition, offset, command) and
+    its last values in the incidents changelog, and the consumer-health table, read back
+    from the broker."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    app_id = f"recovery-{prefix.rstrip('.')}"
+    wanted = {i.encode() for i in incident_ids}
+    trail: dict = {i: {"commands": [], "table": []} for i in incident_ids}
+    health: dict = {}
+    topics = {f"{prefix}recovery.incident-commands": "commands",
+              f"{app_id}-incidents-changelog": "table",
+              f"{app_id}-consumer-health-changelog": "health"}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{app_id}-trail",
+                         "enable.auto.commit": False})
+    try:
+        ends = {}
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            for partition in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           timeout=10)
+                if high > low:
+                    ends[(topic, partition)] = high
+        consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error():
+                    continue
+                tp = (m.topic(), m.partition())
+                if m.offset() >= ends.get(tp, 0) - 1:
+                    ends.pop(tp, None)
+                kind = topics[m.topic()]
+                if kind == "health":
+                    health[m.key()] = (m.value() or b"")[:300]
+                elif m.key() in wanted or (m.key() or b"").strip(b'"') in wanted:
+                    key = (m.key() or b"").strip(b'"').decode()
+                    if kind == "commands":
+                        trail[key]["commands"].append(
+                            (m.partition(), m.offset(), dict(m.headers() or []).get(
+                                "recovery.command")))
+                    else:
+                        trail[key]["table"] = (trail[key]["table"]
+                                               + [(m.partition(), m.offset(),
+                                                   (m.value() or b"")[:400])])[-3:]
+    finally:
+        consumer.close()
+    return {"incidents": trail, "health": health}
 
 
 def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
@@ -153,7 +208,14 @@ def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
     print(f"\n{ORDERS} orders, {len(kills)} kills (at {kills} outcomes); terminal "
           f"outcomes by step: {dict(kinds)}; {outcomes.raw} raw terminal records for "
           f"{len(outcomes.ids)} distinct ids; handled {len(handled)}")
-    assert done, (len(incidents), len(lost), lost[:10], worker.log_tail())
+    histories = {i: outcomes.history[i] for i in lost[:10]}
+    if not done:
+        try:
+            trail: object = incident_trail(bootstrap, topic_prefix, lost[:10])
+        except Exception as exc:  # the report must not hide the failure
+            trail = f"no trail: {exc!r}"
+        (tmp_path / "lost.txt").write_text(f"{histories}\n{trail}\n{worker.consumer_state()}\n")
+    assert done, (len(incidents), len(lost), histories, worker.log_tail())
     assert len(incidents) == ORDERS  # one incident per order: each failed once
     assert lost == []
     assert conflicting == {}

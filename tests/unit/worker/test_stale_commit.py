@@ -1,5 +1,5 @@
-"""Faust's committed offset raised to the group's when Faust's is stale and holds its
-commits back (app/worker/offset_gaps.py: stale_commit, align_stale_commits)."""
+"""Faust's view of an input partition's commit against the group's, and the repair when they
+part ways (app/worker/offset_gaps.py: commit_repair, CommitReconciler)."""
 
 from __future__ import annotations
 
@@ -9,52 +9,117 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from app.worker.offset_gaps import align_stale_commits, stale_commit
+from app.worker.offset_gaps import (
+    CommitAhead,
+    CommitReconciler,
+    RaiseToGroup,
+    ReadAgain,
+    commit_held,
+    commit_repair,
+)
+
+
+def test_faust_is_held_only_by_a_lowest_ack_more_than_one_past_its_committed_offset():
+    assert commit_held(276, 380)
+    assert not commit_held(380, 381)  # one past: Faust's own tolerance
+    assert not commit_held(380, None)
+    assert not commit_held(None, 380)  # Faust commits without the check then
 
 
 def test_a_stale_offset_below_the_groups_is_replaced_by_the_groups():
-    assert stale_commit(276, 380, 380) == 380
+    assert commit_repair(276, 380, 380, unchanged=False) == RaiseToGroup(380)
+
+
+def test_an_offset_faust_believes_committed_beyond_the_groups_is_committed():
+    # A refused commit recorded as made: nothing acked is left, the group stays behind.
+    assert commit_repair(508, None, 268, unchanged=False) == CommitAhead(508)
+    assert commit_repair(508, 520, 268, unchanged=True) == CommitAhead(508)
+    assert commit_repair(508, None, None, unchanged=False) == CommitAhead(508)
 
 
 def test_nothing_changes_while_faust_can_commit():
-    assert stale_commit(380, 380, 500) is None
-    assert stale_commit(380, 381, 500) is None  # one past: Faust's own tolerance
+    assert commit_repair(380, 380, 380, unchanged=True) is None
+    assert commit_repair(380, 381, 500, unchanged=True) is None
+    assert commit_repair(380, None, 380, unchanged=True) is None
 
 
-def test_a_real_hole_is_left_alone():
-    # The group has not committed past Faust: records 277-379 were never acked here.
-    assert stale_commit(276, 380, 276) is None
-    assert stale_commit(276, 380, 100) is None
+def test_a_hole_the_group_agrees_with_is_read_again_only_once_it_lasts():
+    assert commit_repair(276, 380, 276, unchanged=False) is None  # may be on its way
+    assert commit_repair(276, 380, 276, unchanged=True) == ReadAgain(276)
 
 
-def test_unknowns_change_nothing():
-    assert stale_commit(276, None, 380) is None
-    assert stale_commit(276, 380, None) is None
-    assert stale_commit(None, 380, 380) is None  # Faust commits without the check then
+def test_faust_knowing_no_commit_needs_no_repair():
+    assert commit_repair(None, 380, 380, unchanged=True) is None
 
 
 def consumer(committed: dict, acked: dict) -> SimpleNamespace:
     offsets = defaultdict(lambda: None)
     offsets.update(committed)
-    return SimpleNamespace(_committed_offset=offsets, _acked=acked)
+    commits: list[dict] = []
+
+    async def commit(offsets: dict) -> bool:
+        commits.append(offsets)
+        return True
+
+    return SimpleNamespace(_committed_offset=offsets, _acked=acked, _commit_fut=None,
+                           _commit=commit, commits=commits,
+                           assignment=lambda: set(committed) | set(acked))
 
 
-def test_only_held_partitions_are_raised_and_the_group_is_asked_only_for_those():
-    held, fine, hole = TP("in", 0), TP("in", 1), TP("in", 2)
-    c = consumer({held: 276, fine: 50, hole: 10}, {held: [380, 381], fine: [50, 51],
-                                                     hole: [40]})
-    asked = []
-    group = {("in", 0): 380, ("in", 1): 999, ("in", 2): 10}
-
+def reconciler(c, group: dict, asked: list, sought: list, busy: bool = False,
+               read_again: frozenset = frozenset({"in"})) -> CommitReconciler:
     def committed(topic: str, partition: int) -> int | None:
         asked.append((topic, partition))
-        return group[(topic, partition)]
+        return group.get((topic, partition))
 
-    raised = asyncio.run(align_stale_commits(c, committed))
-    assert raised == 1
+    async def seek(tp, offset: int) -> None:
+        sought.append((tp, offset))
+
+    return CommitReconciler(lambda: c, committed, inputs={"in", "tier"},
+                            read_again=set(read_again), seek=seek, busy=lambda: busy)
+
+
+def test_each_repair_is_applied_to_its_partition_and_counted():
+    held, ahead, fine, hole = TP("in", 0), TP("in", 1), TP("in", 2), TP("in", 3)
+    c = consumer({held: 276, ahead: 508, fine: 50, hole: 10},
+                 {held: [380, 381], fine: [50, 51], hole: [40]})
+    group = {("in", 0): 380, ("in", 1): 268, ("in", 2): 50, ("in", 3): 10}
+    asked: list = []
+    sought: list = []
+    r = reconciler(c, group, asked, sought)
+    done = asyncio.run(r.check())
+    assert dict(done) == {held: RaiseToGroup(380), ahead: CommitAhead(508)}
     assert c._committed_offset[held] == 380
-    assert c._committed_offset[fine] == 50 and c._committed_offset[hole] == 10
-    assert asked == [("in", 0), ("in", 2)]
+    assert c.commits == [{ahead: 508}]
+    assert sought == []  # the hole is new: it may still be on its way
+    # Five seconds on, nothing moved on the hole: it is read again, once.
+    group[("in", 1)] = 508
+    assert dict(asyncio.run(r.check())) == {hole: ReadAgain(10)}
+    assert sought == [(("in", 3), 10)]
+    assert asyncio.run(r.check()) == []
+    assert r.repairs == {"commit_ahead": 1, "raise_to_group": 1, "read_again": 1}
+
+
+def test_changelogs_are_not_looked_at_and_a_tier_hole_is_not_read_again():
+    changelog, tier = TP("incidents-changelog", 0), TP("tier", 0)
+    c = consumer({changelog: 5, tier: 10}, {tier: [40]})
+    asked: list = []
+    sought: list = []
+    r = reconciler(c, {("tier", 0): 10, ("incidents-changelog", 0): None}, asked, sought)
+    asyncio.run(r.check())
+    asyncio.run(r.check())
+    assert sought == []
+    assert ("incidents-changelog", 0) not in asked
+
+
+def test_no_hole_is_read_again_while_the_agent_is_busy():
+    tp = TP("in", 0)
+    c = consumer({tp: 10}, {tp: [40]})
+    sought: list = []
+    r = reconciler(c, {("in", 0): 10}, [], sought, busy=True)
+    asyncio.run(r.check())
+    asyncio.run(r.check())
+    assert sought == []
 
 
 def test_a_commit_made_while_the_group_was_asked_is_kept():
@@ -65,5 +130,19 @@ def test_a_commit_made_while_the_group_was_asked_is_kept():
         c._committed_offset[tp] = 381  # Faust committed meanwhile
         return 380
 
-    assert asyncio.run(align_stale_commits(c, committed)) == 0
+    async def seek(tp, offset: int) -> None:
+        raise AssertionError("no seek")
+
+    r = CommitReconciler(lambda: c, committed, inputs={"in"}, read_again={"in"}, seek=seek,
+                         busy=lambda: False)
+    assert asyncio.run(r.check()) == []
     assert c._committed_offset[tp] == 381
+
+
+def test_nothing_is_repaired_while_faust_commits():
+    tp = TP("in", 0)
+    c = consumer({tp: 508}, {})
+    c._commit_fut = object()
+    r = reconciler(c, {("in", 0): 268}, [], [])
+    assert asyncio.run(r.check()) == []
+    assert c.commits == []
