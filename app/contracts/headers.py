@@ -27,6 +27,9 @@ DISPATCH_TARGET = PREFIX + "dispatch.target"
 HELD = PREFIX + "retry.held"
 REPLAY_ID = PREFIX + "replay.id"
 COMMAND = PREFIX + "command"
+# A watchdog command's decision time (ms): the incident agent decides as of it, so a command
+# handled again after a crash decides as it did the first time.
+DECIDED_AT = PREFIX + "decided.at"
 ORIGINAL_KEY = PREFIX + "original.key"
 
 # Headers the service itself adds; stripped when a record goes back to its consumer's own
@@ -36,7 +39,7 @@ OWN = frozenset({
     ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP, CONSUMER_GROUP,
     ERROR_TYPE, ERROR_MESSAGE, ERROR_STACKTRACE, CLASSIFICATION, ATTEMPT, FIRST_FAILURE,
     LAST_FAILURE, INCIDENT_ID, REASON, FAILURE_EVENT_ID, RETRY_DUE, DISPATCH_TARGET, HELD,
-    REPLAY_ID, COMMAND, ORIGINAL_KEY,
+    REPLAY_ID, COMMAND, ORIGINAL_KEY, DECIDED_AT,
 })
 
 

@@ -29,9 +29,10 @@ REPLAY = "replay"
 WATCHDOG = "watchdog"
 
 
-def watchdog_command(incident_id: str) -> tuple[bytes, h.Headers]:
-    """The key and headers of the timer's nudge for one incident."""
-    return incident_id.encode(), [(h.COMMAND, WATCHDOG.encode())]
+def watchdog_command(incident_id: str, at_ms: int) -> tuple[bytes, h.Headers]:
+    """The key and headers of the timer's nudge for one incident, found due at `at_ms`."""
+    return incident_id.encode(), [(h.COMMAND, WATCHDOG.encode()),
+                                  (h.DECIDED_AT, str(at_ms).encode())]
 
 
 class CommandStage:
@@ -51,7 +52,13 @@ class CommandStage:
         elif command == REPLAY:
             await self.replay(record, incident, incidents)
         elif command == WATCHDOG:
-            await self.watchdog.check(incident, incidents)
+            # As of the time the timer found it due (a command without one: now). Handled
+            # again after a crash, the command then decides as it did: the first run's
+            # outputs may be on the broker while its table write was lost, and a later clock
+            # could turn a redispatch into a dead letter beside an acknowledgement.
+            at_ms = h.header_int(record.headers, h.DECIDED_AT)
+            await self.watchdog.check(incident, incidents,
+                                      self.services.clock.now_ms() if at_ms is None else at_ms)
         else:
             log.warning("ignoring unknown command %r for %s", command, incident_id)
 

@@ -19,8 +19,8 @@ TopicExists = Callable[[str], Awaitable[bool]]
 DeadLetterScan = Callable[[str], Awaitable[list[RawRecord]]]
 # One record read again by its position (topic, partition, offset); None if it is gone.
 RecordReader = Callable[[str, int, int], Awaitable[RawRecord | None]]
-# Whether a consumer group is healthy now (its heartbeats; unknown groups are).
-ConsumerHealthy = Callable[[str | None], bool]
+# Whether a consumer group is healthy at a time in ms (its heartbeats; unknown groups are).
+ConsumerHealthy = Callable[[str | None, int], bool]
 
 
 def watch_settings(settings: Settings) -> WatchSettings:

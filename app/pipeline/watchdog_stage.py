@@ -26,37 +26,40 @@ class WatchdogStage:
     def __init__(self, services: Services):
         self.services = services
 
-    def decide(self, incident: d.Incident) -> watchdog.WatchdogAction:
+    def decide(self, incident: d.Incident, now_ms: int) -> watchdog.WatchdogAction:
         services = self.services
         classification = classification_of(incident)
         return watchdog.act(
-            incident, services.clock.now_ms(),
+            incident, now_ms,
             retry=services.policies.retry_for(classification.type),
             ack_timeout_ms=services.settings.ack_timeout_ms,
-            consumer_healthy=services.consumer_healthy(incident.consumer_group),
+            consumer_healthy=services.consumer_healthy(incident.consumer_group, now_ms),
             policy=services.watchdog)
 
-    async def check(self, incident: d.Incident, incidents: Table) -> None:
-        action = self.decide(incident)
+    async def check(self, incident: d.Incident, incidents: Table, now_ms: int) -> None:
+        """Decides as of `now_ms` (the watchdog command's time) and acts."""
+        action = self.decide(incident, now_ms)
         if isinstance(action, watchdog.Wait):
             return
         if isinstance(action, d.Escalate):
-            await self.escalate(incident, incidents, action.reason)
+            await self.escalate(incident, incidents, action.reason, now_ms)
             return
         found = await self.failed_record(incident)
         if found is None:
             await self.escalate(incident, incidents, f"{watchdog.UNACKNOWLEDGED}; the failure "
-                                "report can no longer be read (retention?)")
+                                "report can no longer be read (retention?)", now_ms)
             return
         event, original = found
         headers = context(event, original, incident, classification_of(incident))
         if isinstance(action, watchdog.Redispatch):
-            await self.redispatch(incident, incidents, original, headers)
+            await self.redispatch(incident, incidents, original, headers, now_ms)
         else:
-            await self.dead_letter(incident, incidents, original, headers, action.reason)
+            await self.dead_letter(incident, incidents, original, headers, action.reason,
+                                   now_ms)
 
-    async def escalate(self, incident: d.Incident, incidents: Table, reason: str) -> None:
-        incident_id, now = incident.incident_id, self.services.clock.now_ms()
+    async def escalate(self, incident: d.Incident, incidents: Table, reason: str,
+                       now: int) -> None:
+        incident_id = incident.incident_id
         incidents[incident_id] = incident.step(now, "watchdog: escalated",
                                                state="escalated").to_json()
         await self.services.emit(
@@ -67,12 +70,12 @@ class WatchdogStage:
             payload={"reason": reason, "state": incident.state})
 
     async def redispatch(self, incident: d.Incident, incidents: Table, original: Original,
-                         headers: dict[str, object | None]) -> None:
+                         headers: dict[str, object | None], now: int) -> None:
         target = incident.dispatch_target
-        incident_id, now = incident.incident_id, self.services.clock.now_ms()
+        incident_id = incident.incident_id
         if not target:
             await self.dead_letter(incident, incidents, original, headers,
-                                   f"{watchdog.UNACKNOWLEDGED}: no dispatch target")
+                                   f"{watchdog.UNACKNOWLEDGED}: no dispatch target", now)
             return
         incidents[incident_id] = watchdog.redispatched(incident, now).to_json()
         await self.services.send(redelivery(target, original.key, original.value,
@@ -84,8 +87,8 @@ class WatchdogStage:
             payload={"target": target, "ackTimeoutMs": self.services.settings.ack_timeout_ms})
 
     async def dead_letter(self, incident: d.Incident, incidents: Table, original: Original,
-                          headers: dict[str, object | None], reason: str) -> None:
-        incident_id, now = incident.incident_id, self.services.clock.now_ms()
+                          headers: dict[str, object | None], reason: str, now: int) -> None:
+        incident_id = incident.incident_id
         incidents[incident_id] = incident.step(now, f"watchdog: {reason}",
                                                state="dead_lettered").to_json()
         await self.services.send(moved(self.services.topics.dlq, original,

@@ -150,12 +150,12 @@ def services_for(app: faust.App, settings: Settings, specs: list[TopicSpec],
     async def read_record(topic: str, partition: int, offset: int) -> RawRecord | None:
         return await reader.read(topic, partition, offset)
 
-    def consumer_healthy(group: str | None) -> bool:
+    def consumer_healthy(group: str | None, now_ms: int) -> bool:
         if not group:
             return True
         # The one reading of consumer health for the pipeline (retry tiers, the watchdog).
         state = health.ConsumerHealth.from_json(consumer_health.get(group), group)
-        return health.is_healthy(state, SYSTEM.now_ms(), watch)
+        return health.is_healthy(state, now_ms, watch)
 
     policy = load_policy_set(settings.policy_file)
     return Services(settings=settings, codec=codec, policies=policy.recovery,
@@ -417,9 +417,9 @@ async def watchdog_scan(incidents: IndexedIncidents, pipeline: Pipeline, command
         incident = Incident.from_json(value, incident_id)
         count, oldest = by_state.get(incident.state, (0, 0.0))
         by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
-        if sent < max_checks and not isinstance(pipeline.watchdog.decide(incident), Wait) \
+        if sent < max_checks and not isinstance(pipeline.watchdog.decide(incident, now), Wait) \
                 and checked.may_send(incident_id, now):
-            key, headers = watchdog_command(incident_id)
+            key, headers = watchdog_command(incident_id, now)
             await commands.send(key=key, value=b"", headers=headers)
             metrics.WATCHDOG_CHECKS.inc()
             sent += 1

@@ -323,8 +323,12 @@ class CommitReconciler:
         for tp in assignment:
             if tp.topic not in self.inputs:
                 continue
-            acked = list(consumer._acked.get(tp) or ())
-            views[tp] = (consumer._committed_offset.get(tp), min(acked) if acked else None)
+            # Offsets Faust counts as done without an ack (its gaps: records read again,
+            # compaction) fill a hole as acks do, at its next commit.
+            counted = list(consumer._acked.get(tp) or ())
+            counted += [interval.begin for interval in (consumer._gap.get(tp) or ())]
+            views[tp] = (consumer._committed_offset.get(tp),
+                         min(counted) if counted else None)
         last, self.last_view = self.last_view, views
         for tp, view in sorted(views.items()):
             faust_committed, lowest = view

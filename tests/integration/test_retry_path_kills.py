@@ -208,16 +208,17 @@ def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
     print(f"\n{ORDERS} orders, {len(kills)} kills (at {kills} outcomes); terminal "
           f"outcomes by step: {dict(kinds)}; {outcomes.raw} raw terminal records for "
           f"{len(outcomes.ids)} distinct ids; handled {len(handled)}")
-    histories = {i: outcomes.history[i] for i in lost[:10]}
-    if not done:
+    odd = lost[:10] + sorted(conflicting)[:10]
+    histories = {i: outcomes.history[i] for i in odd}
+    if not done or conflicting:
         try:
-            trail: object = incident_trail(bootstrap, topic_prefix, lost[:10])
+            trail: object = incident_trail(bootstrap, topic_prefix, odd)
         except Exception as exc:  # the report must not hide the failure
             trail = f"no trail: {exc!r}"
         (tmp_path / "lost.txt").write_text(f"{histories}\n{trail}\n{worker.consumer_state()}\n")
     assert done, (len(incidents), len(lost), histories, worker.log_tail())
     assert len(incidents) == ORDERS  # one incident per order: each failed once
     assert lost == []
-    assert conflicting == {}
+    assert conflicting == {}, {i: histories[i] for i in conflicting if i in histories}
     assert handled == set(keys)
 

@@ -37,7 +37,8 @@ class RetryStage:
         due = h.header_int(record.headers, h.RETRY_DUE) or 0
         await clock.sleep_ms(self.wake_of(tier_ms, record) - clock.now_ms())
         group = h.header_value(record.headers, h.CONSUMER_GROUP)
-        step = tiers.plan(due, clock.now_ms(), services.consumer_healthy(group),
+        now = clock.now_ms()
+        step = tiers.plan(due, now, services.consumer_healthy(group, now),
                           list(names.tiers), services.settings.hold_retry_ms)
         incident_id = h.header_value(record.headers, h.INCIDENT_ID) or ""
         attempt = h.header_int(record.headers, h.ATTEMPT) or 0

@@ -61,7 +61,7 @@ def consumer(committed: dict, acked: dict) -> SimpleNamespace:
         commits.append(offsets)
         return True
 
-    return SimpleNamespace(_committed_offset=offsets, _acked=acked, _commit_fut=None,
+    return SimpleNamespace(_committed_offset=offsets, _acked=acked, _gap={}, _commit_fut=None,
                            _commit=commit, commits=commits,
                            assignment=lambda: set(committed) | set(acked))
 
@@ -146,3 +146,14 @@ def test_nothing_is_repaired_while_faust_commits():
     r = reconciler(c, {("in", 0): 268}, [], [])
     assert asyncio.run(r.check()) == []
     assert c.commits == []
+
+
+def test_a_hole_faust_counts_as_done_in_its_gaps_is_not_read_again():
+    tp = TP("in", 0)
+    c = consumer({tp: 268}, {tp: [451]})
+    c._gap[tp] = [SimpleNamespace(begin=269, end=451)]  # records read again, marked done
+    sought: list = []
+    r = reconciler(c, {("in", 0): 268}, [], sought)
+    asyncio.run(r.check())
+    asyncio.run(r.check())
+    assert sought == []
