@@ -262,7 +262,7 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
     # Faust's view of each input partition's commit against the group's (offset_gaps).
     reconciler = offset_gaps.CommitReconciler(
-        lambda: app.consumer, committed,
+        lambda: app.consumer, committed.many,
         inputs={topics.failures, topics.commands, topics.heartbeats, *topics.tiers.values()},
         read_again={topics.failures, topics.commands, topics.heartbeats},
         seek=lambda tp, offset: seek_on_consumer_thread(app, tp, offset),

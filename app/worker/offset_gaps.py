@@ -153,6 +153,20 @@ class CommittedOffsets:
             return None
         return tp.offset if tp.offset >= 0 else None
 
+    def many(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The group's committed offsets of several partitions in one request; a partition
+        left out of the answer (the request failed) is not known."""
+        if not partitions:
+            return {}
+        try:
+            answer = self._consumer().committed([TopicPartition(t, p) for t, p in partitions],
+                                                timeout=10)
+        except Exception as exc:
+            log.warning("committed offsets of %d partition(s) unknown: %s", len(partitions), exc)
+            return {}
+        return {(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None)
+                for tp in answer if tp.error is None}
+
     def watermarks(self, topic: str, partition: int) -> tuple[int, int] | None:
         """The partition's first and end offsets on the broker now (None: not known)."""
         try:
@@ -299,7 +313,8 @@ class CommitReconciler:
     """Every few seconds, per input partition: Faust's view of its commit against the
     group's committed offset asked of Kafka, and the repair commit_repair names."""
 
-    def __init__(self, consumer: Callable[[], Any], committed: Callable[[str, int], int | None],
+    def __init__(self, consumer: Callable[[], Any],
+                 committed: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int | None]],
                  inputs: set[str], read_again: set[str],
                  seek: Callable[[tuple[str, int], int], Awaitable[None]],
                  busy: Callable[[], bool]):
@@ -330,16 +345,21 @@ class CommitReconciler:
             views[tp] = (consumer._committed_offset.get(tp),
                          min(counted) if counted else None)
         last, self.last_view = self.last_view, views
-        for tp, view in sorted(views.items()):
+        known = sorted(tp for tp, view in views.items() if view[0] is not None)
+        # One request for all of them: a worker holds a hundred input partitions or more.
+        groups = await loop.run_in_executor(
+            None, self.committed, [(tp.topic, tp.partition) for tp in known])
+        assignment_now = set(consumer.assignment())
+        for tp in known:
+            view = views[tp]
             faust_committed, lowest = view
-            if faust_committed is None:
-                continue
             if getattr(consumer, "_commit_fut", None) is not None:
                 return done  # Faust is committing: its view is about to change
-            group = await loop.run_in_executor(None, self.committed, tp.topic, tp.partition)
+            if (tp.topic, tp.partition) not in groups:
+                continue  # not known this time
+            group = groups[(tp.topic, tp.partition)]
             # Read again after the wait: a commit or a rebalance may have moved it meanwhile.
-            if tp not in set(consumer.assignment()) \
-                    or consumer._committed_offset.get(tp) != faust_committed:
+            if tp not in assignment_now or consumer._committed_offset.get(tp) != faust_committed:
                 continue
             repair = commit_repair(faust_committed, lowest, group, last.get(tp) == view)
             if isinstance(repair, ReadAgain):

@@ -68,9 +68,9 @@ def consumer(committed: dict, acked: dict) -> SimpleNamespace:
 
 def reconciler(c, group: dict, asked: list, sought: list, busy: bool = False,
                read_again: frozenset = frozenset({"in"})) -> CommitReconciler:
-    def committed(topic: str, partition: int) -> int | None:
-        asked.append((topic, partition))
-        return group.get((topic, partition))
+    def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        asked.extend(partitions)
+        return {tp: group.get(tp) for tp in partitions}
 
     async def seek(tp, offset: int) -> None:
         sought.append((tp, offset))
@@ -126,9 +126,9 @@ def test_a_commit_made_while_the_group_was_asked_is_kept():
     tp = TP("in", 0)
     c = consumer({tp: 276}, {tp: [380]})
 
-    def committed(topic: str, partition: int) -> int | None:
+    def committed(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         c._committed_offset[tp] = 381  # Faust committed meanwhile
-        return 380
+        return {("in", 0): 380}
 
     async def seek(tp, offset: int) -> None:
         raise AssertionError("no seek")
@@ -157,3 +157,12 @@ def test_a_hole_faust_counts_as_done_in_its_gaps_is_not_read_again():
     asyncio.run(r.check())
     asyncio.run(r.check())
     assert sought == []
+
+
+def test_a_partition_the_group_could_not_be_asked_about_is_left_alone():
+    tp = TP("in", 0)
+    c = consumer({tp: 508}, {})
+    r = CommitReconciler(lambda: c, lambda partitions: {}, inputs={"in"}, read_again={"in"},
+                         seek=None, busy=lambda: False)  # type: ignore[arg-type]
+    assert asyncio.run(r.check()) == []
+    assert c.commits == []
