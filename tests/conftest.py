@@ -184,14 +184,21 @@ class WorkerProcess:
     def consumer_state(self) -> str:
         """The worker's /debug/consumer-state (where its consumer stands), for a failure's
         message; the error itself if the worker does not answer."""
+        return self._debug_page("consumer-state")
+
+    def consumer_tasks(self) -> str:
+        """The worker's /debug/consumer-tasks (every task's stack), for a failure's files."""
+        return self._debug_page("consumer-tasks")
+
+    def _debug_page(self, name: str) -> str:
         import urllib.request
 
-        url = f"http://127.0.0.1:{self.env['RECOVERY_WEB_PORT']}/debug/consumer-state"
+        url = f"http://127.0.0.1:{self.env['RECOVERY_WEB_PORT']}/debug/{name}"
         try:
             with urllib.request.urlopen(url, timeout=5) as answer:
                 return answer.read().decode()
         except Exception as exc:
-            return f"no consumer state: {exc!r}"
+            return f"no {name}: {exc!r}"
 
     def log_tail(self, lines: int = 60) -> str:
         if not self.log_path.exists():

@@ -28,6 +28,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from app.contracts.records import RawRecord
+from app.worker.task_dump import await_chain
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +310,16 @@ def commit_repair(faust_committed: int | None, lowest_acked: int | None,
     return ReadAgain(faust_committed) if unchanged else None
 
 
+def commit_stacks() -> str:
+    """The await chains of this event loop's tasks that are in a commit."""
+    chains = []
+    for task in asyncio.all_tasks():
+        chain = await_chain(task)
+        if any("commit" in line for line in chain):
+            chains.append(f"{task.get_name()}:\n" + "\n".join(chain))
+    return "\n".join(chains) or "(no task in a commit found)"
+
+
 class CommitReconciler:
     """Every few seconds, per input partition: Faust's view of its commit against the
     group's committed offset asked of Kafka, and the repair commit_repair names."""
@@ -317,7 +328,8 @@ class CommitReconciler:
                  committed: Callable[[list[tuple[str, int]]], dict[tuple[str, int], int | None]],
                  inputs: set[str], read_again: set[str],
                  seek: Callable[[tuple[str, int], int], Awaitable[None]],
-                 busy: Callable[[], bool]):
+                 busy: Callable[[], bool], hung_after_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
         self.consumer = consumer
         self.committed = committed
         self.inputs = inputs  # topics Faust commits for the worker (never its changelogs)
@@ -327,12 +339,36 @@ class CommitReconciler:
         self.last_view: dict[Any, tuple[int | None, int | None]] = {}
         self.read_again_at: dict[Any, tuple[int | None, int | None]] = {}  # one seek a view
         self.repairs: dict[str, int] = {"commit_ahead": 0, "raise_to_group": 0,
-                                        "read_again": 0}
+                                        "read_again": 0, "commit_hung": 0}
+        self.hung_after_s = hung_after_s
+        self.clock = clock
+        self._commit_seen: tuple[Any, float] | None = None  # Faust's commit future, since
+
+    def commit_in_flight(self, consumer: Any) -> bool:
+        """Whether Faust is committing now; a commit that has not returned within
+        `hung_after_s` is reported once at ERROR with where it waits (every later commit of
+        every partition waits on it: seen in a gate, the cause not found yet)."""
+        future = getattr(consumer, "_commit_fut", None)
+        if future is None:
+            self._commit_seen = None
+            return False
+        now = self.clock()
+        if self._commit_seen is None or self._commit_seen[0] is not future:
+            self._commit_seen = (future, now)
+        elif self._commit_seen[1] >= 0 and now - self._commit_seen[1] >= self.hung_after_s:
+            self.repairs["commit_hung"] += 1
+            log.error("Faust's offset commit has not returned for %.0f s; no partition is "
+                      "committed meanwhile. Where it waits:\n%s", now - self._commit_seen[1],
+                      commit_stacks())
+            self._commit_seen = (future, -1.0)  # once for this commit
+        return True
 
     async def check(self) -> list[tuple[Any, CommitRepair]]:
         consumer = self.consumer()
         loop = asyncio.get_running_loop()
         done: list[tuple[Any, CommitRepair]] = []
+        if self.commit_in_flight(consumer):
+            return done  # Faust is committing: its view is about to change
         assignment = set(consumer.assignment())
         views = {}
         for tp in assignment:
@@ -354,7 +390,7 @@ class CommitReconciler:
             view = views[tp]
             faust_committed, lowest = view
             if getattr(consumer, "_commit_fut", None) is not None:
-                return done  # Faust is committing: its view is about to change
+                return done  # Faust began committing while the group was asked
             if (tp.topic, tp.partition) not in groups:
                 continue  # not known this time
             group = groups[(tp.topic, tp.partition)]

@@ -106,6 +106,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
     if not caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120):
         state = second.consumer_state()
         (tmp_path / "consumer-state.json").write_text(state)
+        (tmp_path / "consumer-tasks.txt").write_text(second.consumer_tasks())
         raise AssertionError(f"the group's commits stayed behind; the worker's consumer: {state}")
     reader.close()
     outcomes.update(reader.messages)

@@ -97,7 +97,8 @@ def test_each_repair_is_applied_to_its_partition_and_counted():
     assert dict(asyncio.run(r.check())) == {hole: ReadAgain(10)}
     assert sought == [(("in", 3), 10)]
     assert asyncio.run(r.check()) == []
-    assert r.repairs == {"commit_ahead": 1, "raise_to_group": 1, "read_again": 1}
+    assert r.repairs == {"commit_ahead": 1, "raise_to_group": 1, "read_again": 1,
+                         "commit_hung": 0}
 
 
 def test_changelogs_are_not_looked_at_and_a_tier_hole_is_not_read_again():
@@ -166,3 +167,24 @@ def test_a_partition_the_group_could_not_be_asked_about_is_left_alone():
                          seek=None, busy=lambda: False)  # type: ignore[arg-type]
     assert asyncio.run(r.check()) == []
     assert c.commits == []
+
+
+def test_a_commit_that_does_not_return_is_reported_once(caplog):
+    tp = TP("in", 0)
+    c = consumer({tp: 508}, {})
+    c._commit_fut = object()
+    now = [0.0]
+    r = CommitReconciler(lambda: c, lambda partitions: {("in", 0): 268}, inputs={"in"},
+                         read_again={"in"}, seek=None, busy=lambda: False,  # type: ignore
+                         hung_after_s=30, clock=lambda: now[0])
+    for now[0] in (0.0, 10.0, 29.0):
+        asyncio.run(r.check())
+    assert r.repairs["commit_hung"] == 0
+    for now[0] in (31.0, 40.0, 90.0):
+        asyncio.run(r.check())
+    assert r.repairs["commit_hung"] == 1  # once for this commit
+    assert "has not returned for 31 s" in caplog.text
+    c._commit_fut = object()  # another commit: its own bound
+    for now[0] in (100.0, 131.0):
+        asyncio.run(r.check())
+    assert r.repairs["commit_hung"] == 2 and c.commits == []
