@@ -266,7 +266,7 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         inputs={topics.failures, topics.commands, topics.heartbeats, *topics.tiers.values()},
         read_again={topics.failures, topics.commands, topics.heartbeats},
         seek=lambda tp, offset: seek_on_consumer_thread(app, tp, offset),
-        busy=lambda: incident_skipped.busy)
+        busy=lambda: incident_skipped.busy, flush=lambda: app.producer.flush())
     metrics.register_commit_repairs(reconciler.repairs)
 
     @app.timer(5.0)

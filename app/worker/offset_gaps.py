@@ -310,6 +310,25 @@ def commit_repair(faust_committed: int | None, lowest_acked: int | None,
     return ReadAgain(faust_committed) if unchanged else None
 
 
+def contiguous_end(committed: int | None, acked: list[int],
+                   gaps: list[tuple[int, int]]) -> int | None:
+    """The offset Faust's next commit of a partition would take: one past the unbroken run
+    of acked offsets (and gap ranges [begin, end), counted as done) that starts at most one
+    past `committed`; None when there is nothing to commit."""
+    done = set(acked)
+    for begin, end in gaps:
+        done.update(range(begin, end))
+    if not done:
+        return None
+    first = min(done)
+    if committed is not None and first - committed > 1:
+        return None  # a hole at the head: Faust would not commit either
+    offset = first
+    while offset in done:
+        offset += 1
+    return offset if committed is None or offset > committed else None
+
+
 def commit_stacks() -> str:
     """The await chains of this event loop's tasks that are in a commit."""
     chains = []
@@ -329,7 +348,8 @@ class CommitReconciler:
                  inputs: set[str], read_again: set[str],
                  seek: Callable[[tuple[str, int], int], Awaitable[None]],
                  busy: Callable[[], bool], hung_after_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 flush: Callable[[], Awaitable[None]] | None = None):
         self.consumer = consumer
         self.committed = committed
         self.inputs = inputs  # topics Faust commits for the worker (never its changelogs)
@@ -339,9 +359,11 @@ class CommitReconciler:
         self.last_view: dict[Any, tuple[int | None, int | None]] = {}
         self.read_again_at: dict[Any, tuple[int | None, int | None]] = {}  # one seek a view
         self.repairs: dict[str, int] = {"commit_ahead": 0, "raise_to_group": 0,
-                                        "read_again": 0, "commit_hung": 0}
+                                        "read_again": 0, "commit_hung": 0,
+                                        "commit_beside": 0}
         self.hung_after_s = hung_after_s
         self.clock = clock
+        self.flush = flush  # Faust's producer flush (its changelogs), before a commit
         self._commit_seen: tuple[Any, float] | None = None  # Faust's commit future, since
 
     def commit_in_flight(self, consumer: Any) -> bool:
@@ -368,6 +390,8 @@ class CommitReconciler:
         loop = asyncio.get_running_loop()
         done: list[tuple[Any, CommitRepair]] = []
         if self.commit_in_flight(consumer):
+            if self._commit_seen is not None and self._commit_seen[1] < 0:
+                await self.commit_beside(consumer)  # Faust's own commit does not return
             return done  # Faust is committing: its view is about to change
         assignment = set(consumer.assignment())
         views = {}
@@ -408,6 +432,54 @@ class CommitReconciler:
             await self._apply(consumer, tp, repair, group, lowest)
             done.append((tp, repair))
         return done
+
+    async def commit_beside(self, consumer: Any, bound_s: float = 15.0) -> dict[Any, int]:
+        """Commits, beside a Faust commit that does not return, what Faust's own next commit
+        would (contiguous_end per input partition held), after what Faust does first: its
+        producer flushed (the tables' changelogs) and the messages attached to those offsets
+        published, each within `bound_s`. If one of them does not return either, nothing is
+        committed and that is logged. Faust's bookkeeping then moves as after its commit."""
+        offsets: dict[Any, int] = {}
+        for tp in set(consumer.assignment()):
+            if tp.topic not in self.inputs:
+                continue
+            gaps = [(i.begin, i.end) for i in (consumer._gap.get(tp) or ())]
+            end = contiguous_end(consumer._committed_offset.get(tp),
+                                 list(consumer._acked.get(tp) or ()), gaps)
+            if end is not None:
+                offsets[tp] = end
+        if not offsets:
+            return {}
+        step = "flushing Faust's producer"
+        try:
+            if self.flush is not None:
+                await asyncio.wait_for(self.flush(), bound_s)
+            step = "publishing the attached messages"
+            await asyncio.wait_for(consumer._handle_attached(offsets), bound_s)
+            step = "committing"
+            committed = await asyncio.wait_for(consumer._commit(offsets), bound_s)
+        except TimeoutError:
+            log.error("commit beside the hung one: %s did not return within %.0f s; nothing "
+                      "committed", step, bound_s)
+            return {}
+        if not committed:
+            log.error("commit beside the hung one: refused")
+            return {}
+        for tp, offset in offsets.items():
+            consumer._committed_offset[tp] = offset
+            acked = consumer._acked.get(tp)
+            if acked is not None:
+                acked[:] = [a for a in acked if a >= offset]
+                index = consumer._acked_index.get(tp)
+                if index is not None:
+                    index.intersection_update(acked)
+            gap = consumer._gap.get(tp)
+            if gap:
+                gap.chop(0, offset)
+        self.repairs["commit_beside"] += 1
+        log.warning("committed %d partition(s) beside Faust's hung commit: %s", len(offsets),
+                    {f"{tp.topic}[{tp.partition}]": o for tp, o in sorted(offsets.items())})
+        return offsets
 
     async def _apply(self, consumer: Any, tp: Any, repair: CommitRepair,
                      group: int | None, lowest: int | None) -> None:

@@ -98,7 +98,7 @@ def test_each_repair_is_applied_to_its_partition_and_counted():
     assert sought == [(("in", 3), 10)]
     assert asyncio.run(r.check()) == []
     assert r.repairs == {"commit_ahead": 1, "raise_to_group": 1, "read_again": 1,
-                         "commit_hung": 0}
+                         "commit_hung": 0, "commit_beside": 0}
 
 
 def test_changelogs_are_not_looked_at_and_a_tier_hole_is_not_read_again():
@@ -188,3 +188,57 @@ def test_a_commit_that_does_not_return_is_reported_once(caplog):
     for now[0] in (100.0, 131.0):
         asyncio.run(r.check())
     assert r.repairs["commit_hung"] == 2 and c.commits == []
+
+
+def test_the_offset_faust_would_commit_next():
+    from app.worker.offset_gaps import contiguous_end
+
+    assert contiguous_end(190, list(range(189, 516)), []) == 516  # the gate's partition
+    assert contiguous_end(10, [11, 12, 14], []) == 13  # up to the first hole
+    assert contiguous_end(10, [20], [(11, 20)]) == 21  # gaps count as done
+    assert contiguous_end(10, [13], []) is None  # a hole at the head
+    assert contiguous_end(None, [5, 6], []) == 7  # no commit known: from the lowest
+    assert contiguous_end(10, [], []) is None
+    assert contiguous_end(11, [9, 10], []) is None  # nothing past the committed offset
+
+
+def test_beside_a_hung_commit_the_worker_commits_what_faust_would_after_flushing():
+    tp, other = TP("in", 0), TP("in", 1)
+    c = consumer({tp: 190, other: 50}, {tp: list(range(189, 516)), other: []})
+    c._acked_index = {tp: set(range(189, 516)), other: set()}
+    steps: list[str] = []
+
+    async def flush() -> None:
+        steps.append("flush")
+
+    async def attached(offsets: dict) -> None:
+        steps.append("attached")
+
+    c._handle_attached = attached
+    c._commit_fut = object()
+    now = [0.0]
+    r = CommitReconciler(lambda: c, lambda partitions: {}, inputs={"in"}, read_again={"in"},
+                         seek=None, busy=lambda: False,  # type: ignore[arg-type]
+                         hung_after_s=30, clock=lambda: now[0], flush=flush)
+    for now[0] in (0.0, 20.0):
+        asyncio.run(r.check())
+    assert c.commits == []  # not hung yet: Faust's own commit may still return
+    now[0] = 31.0
+    asyncio.run(r.check())
+    assert steps == ["flush", "attached"]
+    assert c.commits == [{tp: 516}]
+    assert c._committed_offset[tp] == 516 and c._acked[tp] == [] and c._acked_index[tp] == set()
+    assert r.repairs["commit_beside"] == 1
+
+
+def test_nothing_is_committed_beside_when_the_flush_does_not_return():
+    tp = TP("in", 0)
+    c = consumer({tp: 10}, {tp: [11, 12]})
+
+    async def never() -> None:
+        await asyncio.sleep(3600)
+
+    r = CommitReconciler(lambda: c, lambda partitions: {}, inputs={"in"}, read_again={"in"},
+                         seek=None, busy=lambda: False, flush=never)  # type: ignore[arg-type]
+    assert asyncio.run(r.commit_beside(c, bound_s=0.05)) == {}
+    assert c.commits == [] and c._committed_offset[tp] == 10
