@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -210,7 +211,12 @@ def test_lists_filter_and_page_from_the_broker_and_show_a_record_with_every_head
     partitions = pages[0]["partitions"]
     assert all(page["scanned"] <= 10 * partitions for page in pages), \
         [page["scanned"] for page in pages]
-    assert pages[0]["scanned"] < 63
+    # The first page reads at most a page's worth of each partition, not the topic: with 12
+    # partitions that can be all 63 when no partition holds more than 10 (the keys carry the
+    # run's random prefix, so where they land changes from run to run).
+    per_partition = Counter(p for p, _ in seen)
+    assert pages[0]["scanned"] <= sum(min(10, n) for n in per_partition.values()), \
+        (pages[0]["scanned"], dict(per_partition))
     for page in pages:
         stamps = [r["timestamp_ms"] for r in page["records"]]
         assert stamps == sorted(stamps, reverse=True)
