@@ -28,8 +28,8 @@ def discovery_env(applied_topics: dict[str, str], tmp_path) -> dict[str, str]:
     policy = tmp_path / "policy.toml"
     policy.write_text(f"""
 [scenario.discovery]
-query_timeout_ms = 1500
-confirmation_timeout_ms = 3000
+query_timeout_ms = 6000
+confirmation_timeout_ms = 12000
 [scenario.discovery.wrapper_topics]
 getter = "{prefix}getters.requests"
 """)
@@ -45,7 +45,9 @@ class QueryAnswerer:
         self.entry = entry
         self.client = ToolDirectoryClient(settings)
         self.consumer = Consumer(consumer_config(settings, f"server-{uuid.uuid4()}"))
-        self.consumer.subscribe([settings.topic(QUERIES_TOPIC)])
+        self.assigned = threading.Event()
+        self.consumer.subscribe([settings.topic(QUERIES_TOPIC)],
+                                on_assign=lambda consumer, parts: self.assigned.set())
         self.queries: list[dict] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -62,7 +64,10 @@ class QueryAnswerer:
                 self.client.flush()
 
     def __enter__(self) -> QueryAnswerer:
+        # A server that is still joining its group when the query comes would answer after
+        # the worker's query window: the test starts reporting once the server reads.
         self.thread.start()
+        assert self.assigned.wait(60), "the tool server was never assigned the query topic"
         return self
 
     def __exit__(self, *exc: object) -> None:
