@@ -909,6 +909,9 @@ class Run:
             "open": sum(1 for i in orders if i not in o.by_incident),
             "open_sample": sorted(i for i in orders if i not in o.by_incident)[:10],
             "conflicting": sum(1 for i in orders if len(o.by_incident.get(i, ())) > 1),
+            "conflicting_sample": dict(list(
+                (i, sorted(o.by_incident[i])) for i in sorted(orders)
+                if len(o.by_incident.get(i, ())) > 1)[:20]),
             "outcomes": dict(order_kinds),
             "handled": len(self.service.handled),
             "raw_terminal_records": sum(o.raw_by_incident[i] for i in orders),
