@@ -30,6 +30,10 @@ COMMAND = PREFIX + "command"
 # A watchdog command's decision time (ms): the incident agent decides as of it, so a command
 # handled again after a crash decides as it did the first time.
 DECIDED_AT = PREFIX + "decided.at"
+# And the incident's consumer health as the timer read it ("1" healthy, "0" not): health is
+# live state (heartbeats keep arriving), so a command handled again read it afresh and could
+# redispatch where the first run dead-lettered, beside the acknowledgement that followed.
+CONSUMER_HEALTHY = PREFIX + "consumer.healthy"
 ORIGINAL_KEY = PREFIX + "original.key"
 
 # Headers the service itself adds; stripped when a record goes back to its consumer's own
@@ -39,7 +43,7 @@ OWN = frozenset({
     ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP, CONSUMER_GROUP,
     ERROR_TYPE, ERROR_MESSAGE, ERROR_STACKTRACE, CLASSIFICATION, ATTEMPT, FIRST_FAILURE,
     LAST_FAILURE, INCIDENT_ID, REASON, FAILURE_EVENT_ID, RETRY_DUE, DISPATCH_TARGET, HELD,
-    REPLAY_ID, COMMAND, ORIGINAL_KEY, DECIDED_AT,
+    REPLAY_ID, COMMAND, ORIGINAL_KEY, DECIDED_AT, CONSUMER_HEALTHY,
 })
 
 

@@ -29,10 +29,19 @@ REPLAY = "replay"
 WATCHDOG = "watchdog"
 
 
-def watchdog_command(incident_id: str, at_ms: int) -> tuple[bytes, h.Headers]:
-    """The key and headers of the timer's nudge for one incident, found due at `at_ms`."""
-    return incident_id.encode(), [(h.COMMAND, WATCHDOG.encode()),
-                                  (h.DECIDED_AT, str(at_ms).encode())]
+def watchdog_command(incident_id: str, at_ms: int, consumer_healthy: bool | None = None
+                     ) -> tuple[bytes, h.Headers]:
+    """The key and headers of the timer's nudge for one incident, found due at `at_ms`, with
+    its consumer's health as the timer read it then (None: the agent reads it)."""
+    headers: h.Headers = [(h.COMMAND, WATCHDOG.encode()), (h.DECIDED_AT, str(at_ms).encode())]
+    if consumer_healthy is not None:
+        headers.append((h.CONSUMER_HEALTHY, b"1" if consumer_healthy else b"0"))
+    return incident_id.encode(), headers
+
+
+def pinned_health(headers: h.Headers | None) -> bool | None:
+    """The health a watchdog command carries; None when it carries none (or a bad value)."""
+    return {"1": True, "0": False}.get(h.header_value(headers, h.CONSUMER_HEALTHY) or "")
 
 
 class CommandStage:
@@ -55,10 +64,12 @@ class CommandStage:
             # As of the time the timer found it due (a command without one: now). Handled
             # again after a crash, the command then decides as it did: the first run's
             # outputs may be on the broker while its table write was lost, and a later clock
-            # could turn a redispatch into a dead letter beside an acknowledgement.
+            # could turn a redispatch into a dead letter beside an acknowledgement. The same
+            # holds for the consumer's health, which the command carries too.
             at_ms = h.header_int(record.headers, h.DECIDED_AT)
             await self.watchdog.check(incident, incidents,
-                                      self.services.clock.now_ms() if at_ms is None else at_ms)
+                                      self.services.clock.now_ms() if at_ms is None else at_ms,
+                                      consumer_healthy=pinned_health(record.headers))
         else:
             log.warning("ignoring unknown command %r for %s", command, incident_id)
 

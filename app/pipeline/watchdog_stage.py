@@ -26,19 +26,27 @@ class WatchdogStage:
     def __init__(self, services: Services):
         self.services = services
 
-    def decide(self, incident: d.Incident, now_ms: int) -> watchdog.WatchdogAction:
+    def consumer_healthy(self, incident: d.Incident, now_ms: int) -> bool:
+        return self.services.consumer_healthy(incident.consumer_group, now_ms)
+
+    def decide(self, incident: d.Incident, now_ms: int,
+               consumer_healthy: bool | None = None) -> watchdog.WatchdogAction:
+        """`consumer_healthy` as the command carries it; None: read now."""
         services = self.services
         classification = classification_of(incident)
+        healthy = (self.consumer_healthy(incident, now_ms) if consumer_healthy is None
+                   else consumer_healthy)
         return watchdog.act(
             incident, now_ms,
             retry=services.policies.retry_for(classification.type),
             ack_timeout_ms=services.settings.ack_timeout_ms,
-            consumer_healthy=services.consumer_healthy(incident.consumer_group, now_ms),
-            policy=services.watchdog)
+            consumer_healthy=healthy, policy=services.watchdog)
 
-    async def check(self, incident: d.Incident, incidents: Table, now_ms: int) -> None:
-        """Decides as of `now_ms` (the watchdog command's time) and acts."""
-        action = self.decide(incident, now_ms)
+    async def check(self, incident: d.Incident, incidents: Table, now_ms: int,
+                    consumer_healthy: bool | None = None) -> None:
+        """Decides as of `now_ms` (the watchdog command's time) and the consumer health it
+        carries, and acts."""
+        action = self.decide(incident, now_ms, consumer_healthy)
         if isinstance(action, watchdog.Wait):
             return
         if isinstance(action, d.Escalate):

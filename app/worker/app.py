@@ -417,9 +417,14 @@ async def watchdog_scan(incidents: IndexedIncidents, pipeline: Pipeline, command
         incident = Incident.from_json(value, incident_id)
         count, oldest = by_state.get(incident.state, (0, 0.0))
         by_state[incident.state] = (count + 1, max(oldest, (now - incident.updated_ms) / 1000))
-        if sent < max_checks and not isinstance(pipeline.watchdog.decide(incident, now), Wait) \
+        if sent >= max_checks:
+            continue
+        # The health read here goes with the command, so the agent decides with it however
+        # often it handles the command (app/pipeline/commands.py).
+        healthy = pipeline.watchdog.consumer_healthy(incident, now)
+        if not isinstance(pipeline.watchdog.decide(incident, now, healthy), Wait) \
                 and checked.may_send(incident_id, now):
-            key, headers = watchdog_command(incident_id, now)
+            key, headers = watchdog_command(incident_id, now, healthy)
             await commands.send(key=key, value=b"", headers=headers)
             metrics.WATCHDOG_CHECKS.inc()
             sent += 1
