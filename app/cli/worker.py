@@ -39,4 +39,11 @@ def worker(loglevel: str | None) -> None:
         ensure_changelogs(app, settings)
     except ChangelogsRefused as exc:
         raise click.ClickException(str(exc)) from None
-    worker.execute_from_commandline()
+    # Tables a killed worker left ahead of their changelogs are restored from them instead
+    # (app/worker/table_state.py).
+    from pathlib import Path
+
+    from app.worker.table_state import tables_in_use
+
+    with tables_in_use(Path(app.conf.tabledir)):
+        worker.execute_from_commandline()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from app.contracts import headers as h
 from app.kafka import config as kafka_config
@@ -177,8 +177,10 @@ class CommandReader:
                                 "obeyed", self.topic, exc)
                     return
                 time.sleep(0.5)
-        self.consumer.assign([TopicPartition(self.topic, tp.partition,
-                                             tp.offset if tp.offset >= 0 else OFFSET_END)
+        # A partition with nothing in the look-back starts at its end as read now, not at
+        # OFFSET_END: that is resolved only when the fetcher starts, after assign() has
+        # returned, and a command sent in between would be skipped.
+        self.consumer.assign([TopicPartition(self.topic, tp.partition, tp.offset)
                               for tp in starts])
         self.active = True
 
@@ -197,6 +199,8 @@ class CommandReader:
             end = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
             if 0 <= tp.offset < end:
                 self.pending[tp.partition] = end
+            else:
+                tp.offset = end
         return starts
 
     def poll(self, timeout: float = 0.0, limit: int = 100) -> list[Any]:

@@ -8,7 +8,12 @@ so the body must not be left before the batch is done:
   reason, and the batch goes on (nothing is lost, the worker is not stopped by one record);
 - a stop (the agent cancelled) lets the batch in hand finish within `finish_bound_s`; if it
   cannot (no broker answering), the process exits at once, before Faust can commit offsets
-  whose outputs were never acknowledged; the next worker redoes the batch.
+  whose outputs were never acknowledged; the next worker redoes the batch;
+- the table writes the batch made are on their changelogs before it is acknowledged
+  (app/worker/faust_app.py `changelog_sends`); a changelog send that fails, or is not
+  acknowledged within `changelog_bound_s`, makes the process exit at once, before the
+  offsets can be committed: the local table is then ahead of its changelog, and the next
+  start restores it from the changelog (app/worker/table_state.py).
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from faust.types import EventT, StreamT
 
 from app.contracts.records import RawRecord
 from app.kafka.outputs import OutputProducer
+from app.worker.faust_app import changelog_sends
 
 log = logging.getLogger(__name__)
 
 EXIT_BATCH_UNFINISHED = 3  # the same code as a shutdown past its deadline
+CHANGELOG_REPORT_S = 10.0  # how often a wait for the changelog is reported
 RecordHandler = Callable[[RawRecord], Awaitable[None]]
 Quarantine = Callable[[RawRecord, str], Awaitable[None]]
 
@@ -54,6 +61,13 @@ def set_current_event(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
+def send_failure(future: asyncio.Future[Any]) -> BaseException | None:
+    """What a settled send failed with (a cancelled one too), or None."""
+    if future.cancelled():
+        return asyncio.CancelledError("the send was cancelled")
+    return future.exception()
+
+
 class HeldWrites(Protocol):
     """A table whose writes can be held back until the batch's outputs are on the broker
     (app/worker/open_incidents.py)."""
@@ -64,6 +78,7 @@ class HeldWrites(Protocol):
 class BatchRunner:
     def __init__(self, outputs: OutputProducer, quarantine: Quarantine, *,
                  size: int, wait_s: float, finish_bound_s: float = 10.0,
+                 changelog_bound_s: float = 300.0,
                  exit: Callable[[int], None] = os._exit,
                  held: Sequence[HeldWrites] = ()):
         self.outputs = outputs
@@ -72,6 +87,7 @@ class BatchRunner:
         self.size = size
         self.wait_s = wait_s
         self.finish_bound_s = finish_bound_s
+        self.changelog_bound_s = changelog_bound_s
         self._exit = exit
 
     async def run(self, stream: StreamT, handle: Callable[[Sequence[EventT]], Awaitable[None]]
@@ -89,21 +105,19 @@ class BatchRunner:
         done, _ = await asyncio.wait({task}, timeout=self.finish_bound_s)
         if done and task.exception() is None:
             return
-        log.error("stopping with a batch of %d record(s) not finished within %.0f s: exiting "
-                  "before its offsets can be committed; the next worker redoes it", size,
-                  self.finish_bound_s)
-        logging.shutdown()
-        self._exit(EXIT_BATCH_UNFINISHED)
+        self._leave(f"stopping with a batch of {size} record(s) not finished within "
+                    f"{self.finish_bound_s:.0f} s", "the next worker redoes it")
 
     async def each(self, events: Sequence[EventT], handler: RecordHandler,
                    after: Callable[[], None] | None = None,
                    order: Callable[[list[RawRecord]], list[int]] | None = None) -> None:
         """Hands the batch's records to `handler` in order (so per key and partition, order
         is kept; `order` may interleave partitions), waits until every output they caused
-        is acknowledged, and only then writes the held-back table writes."""
+        is acknowledged, only then writes the held-back table writes, and returns once every
+        table write of the batch is on its changelog."""
         records = [message_record(event.message) for event in events]
         indices = order(records) if order is not None else range(len(records))
-        with self.outputs.batch() as group, ExitStack() as stack:
+        with self.outputs.batch() as group, ExitStack() as stack, changelog_sends() as sends:
             applies = [stack.enter_context(table.held_writes()) for table in self.held]
             for index in indices:
                 set_current_event(events[index])
@@ -113,6 +127,36 @@ class BatchRunner:
             await self.outputs.deliver(group)
             for apply in applies:
                 apply()
+        await self.on_changelogs(sends, len(events))
+
+    async def on_changelogs(self, sends: Sequence[asyncio.Future[Any]], size: int) -> None:
+        """Returns once every changelog record of the batch is acknowledged; exits the
+        process when one fails or the wait passes `changelog_bound_s` (reported every
+        CHANGELOG_REPORT_S while it lasts)."""
+        pending = {future for future in sends if not future.done()}
+        waited = 0.0
+        while pending:
+            step = min(CHANGELOG_REPORT_S, self.changelog_bound_s - waited)
+            if step <= 0:
+                self._leave(f"{len(pending)} changelog write(s) of a batch of {size} "
+                            f"record(s) not acknowledged within {self.changelog_bound_s:.0f} s")
+                return
+            _, pending = await asyncio.wait(pending, timeout=step)
+            waited += step
+            if pending:
+                log.warning("%d changelog write(s) of a batch of %d record(s) not acknowledged "
+                            "after %.0f s; the batch stays unacknowledged", len(pending), size,
+                            waited)
+        failed = [failure for future in sends if (failure := send_failure(future)) is not None]
+        if failed:
+            self._leave(f"{len(failed)} changelog write(s) of a batch of {size} record(s) "
+                        f"failed (first: {failed[0]!r})")
+
+    def _leave(self, why: str, then: str = "the table is restored from its changelog at "
+                                             "the next start") -> None:
+        log.error("%s: exiting before the batch's offsets can be committed; %s", why, then)
+        logging.shutdown()
+        self._exit(EXIT_BATCH_UNFINISHED)
 
     def guard(self, handler: RecordHandler) -> RecordHandler:
         """`handler`, with a record whose handling raises quarantined instead."""

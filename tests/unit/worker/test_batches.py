@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.worker.batches import BatchRunner
+from app.worker.batches import EXIT_BATCH_UNFINISHED, BatchRunner
+from app.worker.faust_app import FencedTable, changelog_sends, collect_send
 from app.worker.open_incidents import IndexedIncidents
 
 
@@ -78,3 +79,91 @@ def test_a_batch_whose_outputs_fail_leaves_the_table_as_it_was():
     with pytest.raises(RuntimeError):
         asyncio.run(batch.each([event(5)], handle))
     assert table == {"i": {"state": "retrying"}}
+
+
+class ChangelogTable(dict):
+    """A table whose every write is a changelog send the test settles by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[asyncio.Future] = []
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        future = asyncio.get_running_loop().create_future()
+        self.sends.append(future)
+        collect_send(future)
+
+
+def changelog_runner(bound_s: float = 300.0):
+    table = ChangelogTable()
+    exits: list[int] = []
+    batch, incidents = runner(table, [])
+    batch.changelog_bound_s = bound_s
+    batch._exit = exits.append  # type: ignore[method-assign]
+
+    async def handle(record) -> None:
+        incidents[f"i{record.offset}"] = {"state": "completed"}
+
+    return batch, table, exits, handle
+
+
+def test_a_batch_returns_only_once_its_changelog_writes_are_acknowledged():
+    batch, table, exits, handle = changelog_runner()
+
+    async def scenario() -> list[bool]:
+        task = asyncio.ensure_future(batch.each([event(5), event(6)], handle))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        states = [task.done(), len(table.sends) == 2]
+        table.sends[0].set_result(None)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        states.append(task.done())  # one of two acknowledged: still waiting
+        table.sends[1].set_result(None)
+        await asyncio.wait_for(task, 1)
+        return states
+
+    assert asyncio.run(scenario()) == [False, True, False]
+    assert exits == []
+
+
+def test_a_failed_changelog_write_exits_before_the_batch_is_acknowledged():
+    batch, table, exits, handle = changelog_runner()
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(batch.each([event(5)], handle))
+        while not table.sends:
+            await asyncio.sleep(0)
+        table.sends[0].set_exception(RuntimeError("NOT_ENOUGH_REPLICAS"))
+        await asyncio.wait_for(task, 1)
+
+    asyncio.run(scenario())
+    assert exits == [EXIT_BATCH_UNFINISHED]
+
+
+def test_a_changelog_write_unacknowledged_past_the_bound_exits():
+    batch, table, exits, handle = changelog_runner(bound_s=0.05)
+    asyncio.run(batch.each([event(5)], handle))
+    assert len(table.sends) == 1 and not table.sends[0].done()
+    assert exits == [EXIT_BATCH_UNFINISHED]
+
+
+def test_changelog_sends_outside_a_batch_are_not_collected():
+    async def scenario() -> list:
+        with changelog_sends() as sends:
+            collect_send("inside")
+        collect_send("after")
+        return sends
+
+    assert asyncio.run(scenario()) == ["inside"]
+
+
+def test_the_faust_table_collects_its_changelog_sends(monkeypatch):
+    import faust
+
+    monkeypatch.setattr(faust.Table, "send_changelog", lambda self, *a, **k: ("sent", a))
+    table = object.__new__(FencedTable)
+    with changelog_sends() as sends:
+        assert table.send_changelog(3, b"k", b"v") == ("sent", (3, b"k", b"v"))
+    assert sends == [("sent", (3, b"k", b"v"))]
