@@ -219,6 +219,7 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
     async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
         # Faust's own record of offsets to count as done (it keeps compaction gaps there).
+        offset_gaps.merge_gaps_once(app.consumer)
         await app.consumer._add_gap(TP(topic, partition), start, end - 1)
 
     def skipped_records() -> offset_gaps.SkippedRecords:

@@ -18,6 +18,17 @@ def _tp_name(tp: Any) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
+def first_holes(offsets: Any, limit: int = 5) -> list[int]:
+    """The first `limit` offsets missing between the lowest and highest of `offsets`."""
+    present = sorted(set(offsets))
+    holes: list[int] = []
+    for before, after in zip(present, present[1:], strict=False):
+        holes.extend(range(before + 1, min(after, before + 1 + limit - len(holes))))
+        if len(holes) >= limit:
+            break
+    return holes
+
+
 def _faust_layer(consumer: Any) -> dict[str, Any]:
     def names(attribute: str) -> list[str]:
         return sorted(_tp_name(tp) for tp in list(getattr(consumer, attribute, None) or ()))
@@ -25,6 +36,8 @@ def _faust_layer(consumer: Any) -> dict[str, Any]:
     acked = {_tp_name(tp): (min(offsets) if offsets else None,
                             max(offsets) if offsets else None, len(offsets))
              for tp, offsets in list(getattr(consumer, "_acked", {}).items())}
+    holes = {_tp_name(tp): first_holes(offsets)
+             for tp, offsets in list(getattr(consumer, "_acked", {}).items()) if offsets}
     gaps = {_tp_name(tp): sorted((i.begin, i.end) for i in tree)[:5]
             for tp, tree in list(getattr(consumer, "_gap", {}).items()) if tree}
     return {
@@ -39,6 +52,9 @@ def _faust_layer(consumer: Any) -> dict[str, Any]:
         # Lowest and highest acked offset not committed yet, and how many: a commit stays
         # behind while the lowest is more than one past the committed offset.
         "acked_min_max_and_pending": acked,
+        # The first offsets missing between the lowest and highest acked: the commit stops
+        # at the first of them until it is acked.
+        "acked_holes": {name: found for name, found in holes.items() if found},
         # Offsets Faust counts as done without an ack (compaction gaps, re-read records).
         "gaps": gaps,
     }

@@ -156,3 +156,57 @@ def test_faust_still_has_the_gap_record_the_worker_marks_read_again_offsets_in()
     assert inspect.iscoroutinefunction(Consumer._add_gap)
     assert list(inspect.signature(Consumer._add_gap).parameters) == [
         "self", "tp", "offset_from", "offset_to"]
+
+
+def faust_consumer_view(acked: list[int], gap: tuple[int, int] | None, committed: int):
+    """Faust's own commit-offset computation over a consumer's bookkeeping."""
+    from collections import defaultdict
+    from types import MethodType, SimpleNamespace
+
+    from faust.transport.consumer import Consumer as FaustConsumer
+    from intervaltree import IntervalTree
+
+    tp = ("recovery.failures", 3)
+    consumer = SimpleNamespace(_acked=defaultdict(list), _gap=defaultdict(IntervalTree),
+                               _committed_offset={tp: committed},
+                               _acked_index=defaultdict(set))
+    consumer._acked[tp].extend(acked)
+    consumer._acked_index[tp].update(acked)
+    if gap is not None:
+        consumer._gap[tp].addi(*gap)
+    consumer._new_offset = MethodType(FaustConsumer._new_offset, consumer)
+    return consumer, tp
+
+
+def test_records_read_again_and_also_acked_late_do_not_hold_the_commit_back():
+    # Committed 232; the records 232-480 were read again (a gap) and Faust also handed
+    # most of them over later and acked them, with the rest of the partition.
+    acked = list(range(300, 520))
+    consumer, tp = faust_consumer_view(list(acked), (232, 481), committed=232)
+    assert consumer._new_offset(tp) == 301  # Faust alone: the run ends at the first repeat
+    consumer, tp = faust_consumer_view(list(acked), (232, 481), committed=232)
+    offset_gaps.merge_gaps_once(consumer)
+    assert consumer._new_offset(tp) == 520
+
+
+def test_offsets_acked_after_they_were_committed_do_not_hold_the_commit_back():
+    # 297 acked late, after a gap up to 298 was committed.
+    consumer, tp = faust_consumer_view([297, 299, 300, 301], None, committed=299)
+    assert consumer._new_offset(tp) == 298  # Faust alone: no further than committed
+    consumer, tp = faust_consumer_view([297, 299, 300, 301], None, committed=299)
+    offset_gaps.merge_gaps_once(consumer)
+    offset_gaps.merge_gaps_once(consumer)  # once per consumer: not wrapped again
+    assert consumer._new_offset(tp) == 302
+    assert consumer._new_offset(tp) is None
+
+
+def test_merge_gap_into_adds_the_gap_up_to_the_highest_acked_offset_once():
+    from intervaltree import IntervalTree
+
+    gap = IntervalTree()
+    gap.addi(5, 8)
+    gap.addi(20, 25)
+    acked = [9, 7, 10, 7]
+    offset_gaps.merge_gap_into(acked, gap, committed=6)
+    assert acked == [6, 7, 9, 10]  # 5 was committed; 8 is still a hole
+    assert sorted((i.begin, i.end) for i in gap) == [(20, 25)]  # beyond: kept for later
