@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -181,11 +182,10 @@ def apply_topics(
             )
 
     if existing:
-        resources = [ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in existing]
-        described = admin.describe_configs(resources, request_timeout=timeout)
+        described = described_configs(admin, [s.name for s in existing], timeout)
         to_alter: list[ConfigResource] = []
-        for spec, resource in zip(existing, resources, strict=True):
-            current = {k: v.value for k, v in described[resource].result().items()}
+        for spec in existing:
+            current = described[spec.name]
             changes = {
                 key: (current.get(key), value)
                 for key, value in spec.config.items()
@@ -209,6 +209,33 @@ def apply_topics(
             for future in admin.incremental_alter_configs(to_alter).values():
                 future.result()
     return report
+
+
+def described_configs(admin: AdminClient, names: list[str], timeout: float = 30.0
+                      ) -> dict[str, dict[str, str | None]]:
+    """Each named topic's configuration. A topic another process has just created is in the
+    metadata before every broker knows it: the broker asked may answer "unknown topic"
+    (two workers starting together crashed on it), so that answer is asked again until
+    `timeout`."""
+    deadline = time.monotonic() + timeout
+    found: dict[str, dict[str, str | None]] = {}
+    pending = list(names)
+    while pending:
+        resources = {name: ConfigResource(ConfigResource.Type.TOPIC, name) for name in pending}
+        described = admin.describe_configs(list(resources.values()), request_timeout=timeout)
+        unknown: list[str] = []
+        for name, resource in resources.items():
+            try:
+                found[name] = {k: v.value for k, v in described[resource].result().items()}
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART \
+                        or time.monotonic() > deadline:
+                    raise
+                unknown.append(name)
+        if unknown:
+            time.sleep(0.5)
+        pending = unknown
+    return found
 
 
 def wait_for_leaders(admin: AdminClient, names: Iterable[str], timeout: float = 30.0) -> None:
