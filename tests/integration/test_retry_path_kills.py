@@ -112,6 +112,41 @@ def incident_trail(bootstrap: str, prefix: str, incident_ids: list[str]) -> dict
     return {"incidents": trail, "health": health}
 
 
+def failure_reports(bootstrap: str, prefix: str, codec, order_keys: set[bytes]) -> dict:
+    """For a failure's report: where the failure events of these orders sit in
+    recovery.failures ((partition, offset, incident)), read back from the broker; an order
+    that failed but whose incident never got `failure_received` is found this way."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"{prefix}recovery.failures"
+    found: dict = {key.decode(): [] for key in order_keys}
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}reports",
+                         "enable.auto.commit": False})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        ends = {}
+        for partition in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
+            if high > low:
+                ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error():
+                    continue
+                if m.offset() >= ends.get(m.partition(), 0) - 1:
+                    ends.pop(m.partition(), None)
+                event = codec.decode(m.value(), "failure-event")
+                key = (event.get("failed_record") or {}).get("key")
+                if key in order_keys:
+                    found[key.decode()].append((m.partition(), m.offset(),
+                                                event.get("work_item_id")))
+    finally:
+        consumer.close()
+    return found
+
+
 def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
         applied_topics, worker_factory, topic_prefix, tmp_path):
     applied_topics.update(RECOVERY_ACK_TIMEOUT_MS=str(ACK_TIMEOUT_MS),
@@ -210,13 +245,22 @@ def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
           f"{len(outcomes.ids)} distinct ids; handled {len(handled)}")
     odd = lost[:10] + sorted(conflicting)[:10]
     histories = {i: outcomes.history[i] for i in odd}
+    reports: object = {}
     if not done or conflicting:
+        unhandled = set(keys) - handled
         try:
-            trail: object = incident_trail(bootstrap, topic_prefix, odd)
+            # Orders never handled whose incident was never reported: their failure events.
+            reports = failure_reports(bootstrap, topic_prefix, codec, unhandled) \
+                if unhandled else {}
+            unreported = sorted({incident for found in reports.values()  # type: ignore[union-attr]
+                                 for _, _, incident in found} - incidents)
+            trail: object = incident_trail(bootstrap, topic_prefix, odd + unreported[:10])
         except Exception as exc:  # the report must not hide the failure
             trail = f"no trail: {exc!r}"
-        (tmp_path / "lost.txt").write_text(f"{histories}\n{trail}\n{worker.consumer_state()}\n")
-    assert done, (len(incidents), len(lost), histories, worker.log_tail())
+        (tmp_path / "lost.txt").write_text(
+            f"{histories}\nfailure events of unhandled orders: {reports}\n{trail}\n"
+            f"{worker.consumer_state()}\n")
+    assert done, (len(incidents), len(lost), histories, reports, worker.log_tail())
     assert len(incidents) == ORDERS  # one incident per order: each failed once
     assert lost == []
     assert conflicting == {}, {i: histories[i] for i in conflicting if i in histories}
