@@ -116,34 +116,18 @@ def failure_reports(bootstrap: str, prefix: str, codec, order_keys: set[bytes]) 
     """For a failure's report: where the failure events of these orders sit in
     recovery.failures ((partition, offset, incident)), read back from the broker; an order
     that failed but whose incident never got `failure_received` is found this way."""
-    from confluent_kafka import Consumer, TopicPartition
-
     topic = f"{prefix}recovery.failures"
-    found: dict = {key.decode(): [] for key in order_keys}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{prefix}reports",
-                         "enable.auto.commit": False})
+    reader = TopicReader(bootstrap, [topic])
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        deadline = time.monotonic() + 30
-        while ends and time.monotonic() < deadline:
-            for m in consumer.consume(500, 0.5):
-                if m.error():
-                    continue
-                if m.offset() >= ends.get(m.partition(), 0) - 1:
-                    ends.pop(m.partition(), None)
-                event = codec.decode(m.value(), "failure-event")
-                key = (event.get("failed_record") or {}).get("key")
-                if key in order_keys:
-                    found[key.decode()].append((m.partition(), m.offset(),
-                                                event.get("work_item_id")))
+        reader.read_to_end([topic], timeout=30)
     finally:
-        consumer.close()
+        reader.close()
+    found: dict = {key.decode(): [] for key in order_keys}
+    for m in reader.messages:
+        event = codec.decode(m.value(), "failure-event")
+        key = (event.get("failed_record") or {}).get("key")
+        if key in order_keys:
+            found[key.decode()].append((m.partition(), m.offset(), event.get("work_item_id")))
     return found
 
 
