@@ -95,6 +95,13 @@ class StallGuard:
     # partition left waiting is one the agent has not reached yet (a backlog on the others:
     # seen after a freeze, with commands waiting behind 8,000 failure events), not a stall.
     handled: Callable[[], int]
+    # The last offset Faust's fetch loop handed on towards the agent on a partition (its read
+    # offset; None: none). Work elsewhere excuses a wait only while the partition's records
+    # may be queued behind it, that is, Faust has handed on the first waiting record: when
+    # it has not, Faust dropped them on their way (a fetch across a generation change) and
+    # nothing will bring them (a replacement worker handled no failure event for minutes
+    # while the watchdog's commands kept the agent busy).
+    forwarded: Callable[[TP], int | None]
     seek: Callable[[TP, int], Awaitable[None]]
     rejoin: Callable[[], Awaitable[None]]
     exit: Callable[[int], None]
@@ -102,6 +109,8 @@ class StallGuard:
     now_ms: Callable[[], int]
     rescues: int = 0
     last_handled: int | None = None
+    # Per partition: the offset waiting and since when, while the wait does not count.
+    excused: dict[TP, tuple[int, int]] = field(default_factory=dict)
 
     async def check(self) -> None:
         loop = asyncio.get_running_loop()
@@ -110,7 +119,7 @@ class StallGuard:
         handled = self.handled()
         working = self.last_handled is not None and handled != self.last_handled
         self.last_handled = handled
-        counting = self.counting() and not working
+        settled = self.counting()
         for tp in sorted(held):
             marks = await loop.run_in_executor(None, self.watermarks, *tp)
             next_offset = self.expected(tp)
@@ -119,6 +128,15 @@ class StallGuard:
                 if next_offset is None and marks is not None:
                     next_offset = marks[0]  # no commit: the worker reads from the earliest
             end = marks[1] if marks is not None else None
+            forwarded = self.forwarded(tp)
+            queued = (forwarded is not None and next_offset is not None
+                      and forwarded >= next_offset)
+            counting = settled and not (working and queued)
+            self.report_excused(tp, next_offset, end, counting,
+                                "the worker rebalances, restores its tables, is busy with a "
+                                "record or waits for outputs" if not settled else
+                                "the agent is handling records of other partitions and Faust "
+                                f"has handed on records up to offset {forwarded}")
             rescue = self.clock.observe(tp, next_offset, end, self.now_ms(), counting)
             if rescue is None:
                 continue
@@ -135,3 +153,18 @@ class StallGuard:
             else:
                 self.exit(STALL_EXIT_CODE)
                 return
+
+    def report_excused(self, tp: TP, next_offset: int | None, end: int | None,
+                       counting: bool, why: str) -> None:
+        """Logs, once per bound, a wait that lasts a bound without counting as a stall, with
+        its reason: a partition left behind shows in the log before anything else."""
+        if counting or next_offset is None or end is None or end <= next_offset:
+            self.excused.pop(tp, None)
+            return
+        now, last = self.now_ms(), self.excused.get(tp)
+        if last is None or last[0] != next_offset:
+            self.excused[tp] = (next_offset, now)
+        elif now - last[1] >= self.clock.bound_ms:
+            log.warning("%s[%d]: records %d-%d have waited %.0fs; not counted as a stall: %s",
+                        tp[0], tp[1], next_offset, end - 1, (now - last[1]) / 1000, why)
+            self.excused[tp] = (next_offset, now)

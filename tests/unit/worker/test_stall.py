@@ -73,6 +73,7 @@ class Fake:
         self.exits: list[int] = []
         self.count = True
         self.handled = 0
+        self.forwarded: dict = {}  # Faust's read offsets (None: nothing handed on yet)
 
     def guard(self) -> StallGuard:
         async def seek(tp, offset):
@@ -86,7 +87,8 @@ class Fake:
             expected=self.expected_offsets.get,
             committed=lambda topic, partition: self.committed_offsets.get((topic, partition)),
             watermarks=lambda topic, partition: (0, self.ends[(topic, partition)]),
-            counting=lambda: self.count, handled=lambda: self.handled, seek=seek,
+            counting=lambda: self.count, handled=lambda: self.handled,
+            forwarded=self.forwarded.get, seek=seek,
             rejoin=rejoin, exit=self.exits.append,
             state=lambda: {"flow": True}, now_ms=lambda: self.now)
 
@@ -122,8 +124,10 @@ def test_the_guard_does_nothing_while_waits_do_not_count():
 
 
 def test_a_partition_waiting_while_the_agent_works_on_others_is_no_stall():
-    # After a freeze: commands wait behind a backlog of failure events the agent works off.
+    # After a freeze: commands wait behind a backlog of failure events the agent works off;
+    # Faust has handed them on (its read offset is past the first waiting one).
     fake = Fake(expected={TP: 7}, committed={}, end={TP: 12})
+    fake.forwarded[TP] = 11
     guard = fake.guard()
     for fake.now in range(0, 10_000, 500):
         fake.handled += 40
@@ -133,3 +137,28 @@ def test_a_partition_waiting_while_the_agent_works_on_others_is_no_stall():
     for fake.now in range(10_000, 11_500, 500):
         asyncio.run(guard.check())
     assert fake.sought == [(TP, 7)]
+
+
+def test_records_faust_never_handed_on_stall_even_while_the_agent_works_on_others():
+    # The replacement worker that handled commands (the watchdog's, the service's acks) but
+    # no failure event for minutes: Faust's read offset stayed below the committed offset.
+    fake = Fake(expected={}, committed={TP: 16}, end={TP: 28})
+    fake.forwarded[TP] = 13
+    guard = fake.guard()
+    for fake.now in range(0, 1500, 500):
+        fake.handled += 3
+        asyncio.run(guard.check())
+    assert fake.sought == [(TP, 16)]
+
+
+def test_a_wait_excused_for_a_bound_is_logged_with_its_reason(caplog):
+    fake = Fake(expected={TP: 7}, committed={}, end={TP: 12})
+    fake.count = False
+    guard = fake.guard()
+    with caplog.at_level("WARNING", logger="app.worker.stall"):
+        for fake.now in range(0, 2500, 500):
+            asyncio.run(guard.check())
+    excused = [r.getMessage() for r in caplog.records if "not counted" in r.getMessage()]
+    assert len(excused) == 2  # once per bound
+    assert "records 7-11 have waited 1s" in excused[0] and "rebalances" in excused[0]
+    assert fake.sought == []
