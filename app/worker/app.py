@@ -38,7 +38,15 @@ from app.pipeline.topology import TopicNames
 from app.pipeline.watchdog import Wait
 from app.policy.loaded import load_policy_set
 from app.settings import Settings
-from app.worker import consumer_state, lifecycle_counts, metrics, offset_gaps, stall, web
+from app.worker import (
+    commit_fence,
+    consumer_state,
+    lifecycle_counts,
+    metrics,
+    offset_gaps,
+    stall,
+    web,
+)
 from app.worker.batches import BatchRunner
 from app.worker.faust_app import RecoveryFaustApp
 from app.worker.lag_monitor import LagMonitor
@@ -233,10 +241,24 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         await services.send(OutRecord(topics.poison, poisoned.key, poisoned.value,
                                       poisoned.headers))
 
+    # The agents' inputs: Faust commits them for the worker (never the changelogs), and no
+    # commit passes a record of theirs the worker has not handled (app/worker/commit_fence.py).
+    inputs = {topics.failures, topics.commands, topics.heartbeats, *topics.tiers.values()}
+    fence = commit_fence.CommitFence(
+        inputs, committed.many, committed.watermarks,
+        read_range=lambda topic, partition, start, end: offset_gaps.read_range(
+            gap_reader_config, topic, partition, start, end),
+        seek=lambda tp, offset: seek_on_consumer_thread(app, tp, offset),
+        generation=generation)
+
+    def on_handled(records: list[tuple[str, int, int]]) -> None:
+        commit_fence.install(app.consumer, fence)  # before the first ack: once
+        fence.handled(records)
+
     runner = BatchRunner(outputs, quarantine, size=settings.batch_size,
                          wait_s=settings.batch_wait_ms / 1000,
                          finish_bound_s=min(10.0, settings.shutdown_timeout_s / 2),
-                         held=[incidents])
+                         held=[incidents], on_handled=on_handled)
 
     async def on_incident_input(record: RawRecord) -> None:
         await pipeline.on_incident_input(record, incidents)
@@ -263,12 +285,13 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
 
     # Faust's view of each input partition's commit against the group's (offset_gaps).
     reconciler = offset_gaps.CommitReconciler(
-        lambda: app.consumer, committed.many,
-        inputs={topics.failures, topics.commands, topics.heartbeats, *topics.tiers.values()},
+        lambda: app.consumer, committed.many, inputs=inputs,
         read_again={topics.failures, topics.commands, topics.heartbeats},
         seek=lambda tp, offset: seek_on_consumer_thread(app, tp, offset),
-        busy=lambda: incident_skipped.busy, flush=lambda: app.producer.flush())
+        busy=lambda: incident_skipped.busy, flush=lambda: app.producer.flush(),
+        limit=fence.limit)
     metrics.register_commit_repairs(reconciler.repairs)
+    metrics.register_commit_repairs(fence.repairs)
 
     @app.timer(5.0)
     async def commit_check() -> None:
@@ -377,7 +400,8 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
     return stall.StallGuard(
         clock=stall.StallClock(int(bound_s * 1000)), partitions=partitions,
         expected=skipped.expected, committed=committed, watermarks=committed.watermarks,
-        counting=counting, handled=lambda: skipped.handled, seek=seek, rejoin=rejoin,
+        counting=counting, handled=lambda: skipped.handled,
+        forwarded=lambda tp: app.consumer._read_offset.get(TP(*tp)), seek=seek, rejoin=rejoin,
         exit=leave,
         state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
 

@@ -24,6 +24,7 @@ import os
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager, ExitStack
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from faust.streams import _current_event
@@ -39,6 +40,10 @@ EXIT_BATCH_UNFINISHED = 3  # the same code as a shutdown past its deadline
 CHANGELOG_REPORT_S = 10.0  # how often a wait for the changelog is reported
 RecordHandler = Callable[[RawRecord], Awaitable[None]]
 Quarantine = Callable[[RawRecord, str], Awaitable[None]]
+Handled = list[tuple[str, int, int]]  # (topic, partition, offset) of records handled
+# The records handled in the batch being run (set by BatchRunner.each, filled by its guard,
+# records read again from Kafka included).
+batch_handled: ContextVar[Handled | None] = ContextVar("batch_handled", default=None)
 
 
 def message_record(message: Any) -> RawRecord:
@@ -80,7 +85,8 @@ class BatchRunner:
                  size: int, wait_s: float, finish_bound_s: float = 10.0,
                  changelog_bound_s: float = 300.0,
                  exit: Callable[[int], None] = os._exit,
-                 held: Sequence[HeldWrites] = ()):
+                 held: Sequence[HeldWrites] = (),
+                 on_handled: Callable[[Handled], None] | None = None):
         self.outputs = outputs
         self.held = held  # their writes reach the table after the batch's outputs
         self.quarantine = quarantine
@@ -89,6 +95,9 @@ class BatchRunner:
         self.finish_bound_s = finish_bound_s
         self.changelog_bound_s = changelog_bound_s
         self._exit = exit
+        # Told, once a batch is done (outputs and changelog writes on the broker), which
+        # records it handled: the commit fence (app/worker/commit_fence.py).
+        self.on_handled = on_handled
 
     async def run(self, stream: StreamT, handle: Callable[[Sequence[EventT]], Awaitable[None]]
                   ) -> None:
@@ -114,9 +123,22 @@ class BatchRunner:
         """Hands the batch's records to `handler` in order (so per key and partition, order
         is kept; `order` may interleave partitions), waits until every output they caused
         is acknowledged, only then writes the held-back table writes, and returns once every
-        table write of the batch is on its changelog."""
+        table write of the batch is on its changelog; then tells `on_handled` which records
+        the batch handled."""
         records = [message_record(event.message) for event in events]
         indices = order(records) if order is not None else range(len(records))
+        handled: Handled = []
+        token = batch_handled.set(handled)
+        try:
+            await self._each(events, records, indices, handler, after)
+        finally:
+            batch_handled.reset(token)
+        if self.on_handled is not None:
+            self.on_handled(handled)
+
+    async def _each(self, events: Sequence[EventT], records: list[RawRecord],
+                    indices: Sequence[int], handler: RecordHandler,
+                    after: Callable[[], None] | None) -> None:
         with self.outputs.batch() as group, ExitStack() as stack, changelog_sends() as sends:
             applies = [stack.enter_context(table.held_writes()) for table in self.held]
             for index in indices:
@@ -171,5 +193,8 @@ class BatchRunner:
                               record.partition, record.offset)
                 await self.quarantine(record, f"the worker could not handle it: "
                                               f"{type(exc).__name__}: {exc}")
+            handled = batch_handled.get()
+            if handled is not None:
+                handled.append((record.topic, record.partition, record.offset))
 
         return guarded

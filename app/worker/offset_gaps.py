@@ -349,7 +349,8 @@ class CommitReconciler:
                  seek: Callable[[tuple[str, int], int], Awaitable[None]],
                  busy: Callable[[], bool], hung_after_s: float = 30.0,
                  clock: Callable[[], float] = time.monotonic,
-                 flush: Callable[[], Awaitable[None]] | None = None):
+                 flush: Callable[[], Awaitable[None]] | None = None,
+                 limit: Callable[[dict[Any, int]], Awaitable[dict[Any, int]]] | None = None):
         self.consumer = consumer
         self.committed = committed
         self.inputs = inputs  # topics Faust commits for the worker (never its changelogs)
@@ -365,6 +366,8 @@ class CommitReconciler:
         self.clock = clock
         self.flush = flush  # Faust's producer flush (its changelogs), before a commit
         self._commit_seen: tuple[Any, float] | None = None  # Faust's commit future, since
+        # The commit fence (app/worker/commit_fence.py): what these commits may take.
+        self.limit = limit
 
     def commit_in_flight(self, consumer: Any) -> bool:
         """Whether Faust is committing now; a commit that has not returned within
@@ -448,6 +451,8 @@ class CommitReconciler:
                                  list(consumer._acked.get(tp) or ()), gaps)
             if end is not None:
                 offsets[tp] = end
+        if offsets and self.limit is not None:
+            offsets = await self.limit(offsets)
         if not offsets:
             return {}
         step = "flushing Faust's producer"
@@ -488,7 +493,10 @@ class CommitReconciler:
             case CommitAhead(offset):
                 log.warning("%s: Faust believes offset %d committed, the group has %s: "
                             "committing %d", name, offset, group, offset)
-                if await consumer._commit({tp: offset}):
+                offsets = {tp: offset}
+                if self.limit is not None:
+                    offsets = await self.limit(offsets)
+                if offsets and await consumer._commit(offsets):
                     self.repairs["commit_ahead"] += 1
             case RaiseToGroup(offset):
                 log.warning("%s: Faust held its commit at offset %s while the group's "

@@ -167,3 +167,44 @@ def test_the_faust_table_collects_its_changelog_sends(monkeypatch):
     with changelog_sends() as sends:
         assert table.send_changelog(3, b"k", b"v") == ("sent", (3, b"k", b"v"))
     assert sends == [("sent", (3, b"k", b"v"))]
+
+
+def test_the_fence_hears_of_every_record_the_batch_handled_once_it_is_done():
+    table: dict = {}
+    log: list = []
+    batch, _ = runner(table, log)
+    heard: list = []
+    batch.on_handled = lambda records: heard.append((list(records), len(log)))
+
+    async def handle(record) -> None:
+        if record.offset == 6:
+            raise ValueError("bad bytes")
+
+    guarded = batch.guard(handle)
+
+    async def with_one_read_again(record) -> None:
+        if record.offset == 7:  # offset 4 never reached the agent: read again first
+            await guarded(SimpleNamespace(**{**vars(record), "offset": 4}))
+        await guarded(record)
+
+    asyncio.run(batch.each([event(5), event(6), event(7)], with_one_read_again))
+    # Quarantined (6) and read again (4) count as handled; told after the delivery.
+    assert heard == [([("recovery.incident-commands", 0, o) for o in (5, 6, 4, 7)], 2)]
+
+
+def test_a_batch_that_fails_tells_the_fence_nothing():
+    batch, _ = runner({}, [])
+    heard: list = []
+    batch.on_handled = heard.append
+
+    async def fail(group: object) -> None:
+        raise RuntimeError("no broker")
+
+    batch.outputs.deliver = fail  # type: ignore[method-assign]
+
+    async def handle(record) -> None:
+        pass
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(batch.each([event(5)], batch.guard(handle)))
+    assert heard == []

@@ -1,0 +1,191 @@
+"""No input offset is committed past a record the worker has not handled.
+
+Faust decides what to commit from its acks and from its gaps (offsets it counts as done
+without an ack: a jump in offsets it takes for compaction, records read again). The gaps are
+where it goes wrong: around a restart under back-to-back kills, the group's committed offset
+of a recovery.failures partition stood past 15 failure events no worker had handled (no
+lifecycle event, no incident), and the next worker, comparing the first record it got with
+that committed offset, saw nothing missing. Which gap did it was not pinned down; the fence
+does not need to know. It checks every commit, Faust's own and the commit repairs', against
+the offsets the agents have handled (app/worker/batches.py tells it, once a batch's outputs
+and changelog writes are on the broker):
+
+- per input partition it keeps a baseline, the group's committed offset asked of Kafka when
+  the partition is first committed in a consumer generation (everything below it was
+  handled by a fenced commit of some member), and the offsets handled above it;
+- a commit to offset O with a record below O above the baseline that was never handled is
+  held at that record: it is committed up to there, the partition is sought back to it so
+  Faust hands it over again (records after it are handled again: repeats with the same ids),
+  and the hold is logged at ERROR and counted (`recovery_commit_repairs{kind="fenced"}`);
+- offsets without a record (transaction markers, compacted records) are found by reading
+  the range from Kafka and do not hold a commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.contracts.records import RawRecord
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+
+@dataclass
+class HandledOffsets:
+    """Per partition: a baseline (every offset below it is done) and the offsets handled at
+    or above it. Pure bookkeeping; the baseline moves up over handled offsets."""
+
+    base: dict[TP, int] = field(default_factory=dict)
+    done: dict[TP, set[int]] = field(default_factory=dict)
+
+    def handled(self, tp: TP, offset: int) -> None:
+        base = self.base.get(tp)
+        if base is not None and offset < base:
+            return
+        self.done.setdefault(tp, set()).add(offset)
+        self._advance(tp)
+
+    def set_base(self, tp: TP, base: int) -> None:
+        self.base[tp] = base
+        done = self.done.get(tp)
+        if done:
+            self.done[tp] = {offset for offset in done if offset >= base}
+        self._advance(tp)
+
+    def forget_bases(self) -> None:
+        """A new consumer generation: another member may have committed meanwhile, so each
+        baseline is asked again (the handled offsets stay: they were handled)."""
+        self.base.clear()
+
+    def first_unhandled(self, tp: TP) -> int | None:
+        """The lowest offset not known to be done; None while the baseline is unknown."""
+        return self.base.get(tp)
+
+    def unhandled(self, tp: TP, offsets: list[int]) -> list[int]:
+        done = self.done.get(tp, set())
+        base = self.base.get(tp, 0)
+        return [offset for offset in offsets if offset >= base and offset not in done]
+
+    def _advance(self, tp: TP) -> None:
+        base = self.base.get(tp)
+        done = self.done.get(tp)
+        if base is None or not done:
+            return
+        while base in done:
+            done.discard(base)
+            base += 1
+        self.base[tp] = base
+
+
+def spans(offsets: list[int]) -> str:
+    """Sorted offsets as ranges: [3, 4, 5, 9] -> '3-5, 9'."""
+    runs: list[list[int]] = []
+    for offset in sorted(offsets):
+        if runs and offset == runs[-1][1] + 1:
+            runs[-1][1] = offset
+        else:
+            runs.append([offset, offset])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+class CommitFence:
+    def __init__(self, topics: set[str],
+                 committed: Callable[[list[TP]], dict[TP, int | None]],
+                 watermarks: Callable[[str, int], tuple[int, int] | None],
+                 read_range: Callable[[str, int, int, int], list[RawRecord]],
+                 seek: Callable[[TP, int], Awaitable[None]],
+                 generation: Callable[[], int]):
+        self.topics = topics  # the agents' inputs (never the changelogs)
+        self.committed = committed
+        self.watermarks = watermarks
+        self.read_range = read_range
+        self.seek = seek
+        self.generation = generation
+        self.offsets = HandledOffsets()
+        self.seen_generation: int | None = None
+        self.repairs = {"fenced": 0}  # commits held (recovery_commit_repairs{kind})
+
+    def handled(self, records: list[tuple[str, int, int]]) -> None:
+        for topic, partition, offset in records:
+            if topic in self.topics:
+                self.offsets.handled((topic, partition), offset)
+
+    async def limit(self, offsets: dict[Any, int]) -> dict[Any, int]:
+        """`offsets` (Faust TPs to the offsets to commit), each held at the first record
+        below it that was never handled; a partition that may not move is left out."""
+        loop = asyncio.get_running_loop()
+        generation = self.generation()
+        if generation != self.seen_generation:
+            self.offsets.forget_bases()
+            self.seen_generation = generation
+        fenced = {tp: offset for tp, offset in offsets.items() if tp.topic in self.topics}
+        unknown = [(tp.topic, tp.partition) for tp in fenced
+                   if self.offsets.first_unhandled((tp.topic, tp.partition)) is None]
+        if unknown:
+            bases = await loop.run_in_executor(None, self.committed, unknown)
+            for key in unknown:
+                if key not in bases:
+                    continue  # not known this time: that partition is not committed now
+                base = bases[key]
+                if base is None:  # never committed: the group reads from the earliest
+                    marks = await loop.run_in_executor(None, self.watermarks, *key)
+                    if marks is None:
+                        continue
+                    base = marks[0]
+                self.offsets.set_base(key, base)
+        result = dict(offsets)
+        for tp, offset in fenced.items():
+            key = (tp.topic, tp.partition)
+            first = self.offsets.first_unhandled(key)
+            if first is None:
+                result.pop(tp)
+                continue
+            if offset <= first:
+                continue
+            records = await loop.run_in_executor(None, self.read_range, tp.topic,
+                                                 tp.partition, first, offset)
+            present = [record.offset for record in records]
+            for missing in sorted(set(range(first, offset)) - set(present)):
+                self.offsets.handled(key, missing)  # no record there: nothing to handle
+            unhandled = self.offsets.unhandled(key, present)
+            if not unhandled:
+                continue
+            # Everything below the first unhandled record is done: commit up to there.
+            allowed = result[tp] = min(unhandled)
+            self.repairs["fenced"] += 1
+            log.error("%s[%d]: a commit to offset %d would pass %d record(s) this worker never "
+                      "handled (%s); committing up to %d and reading from %d again",
+                      tp.topic, tp.partition, offset, len(unhandled), spans(unhandled),
+                      allowed, allowed)
+            await self.seek(key, allowed)
+        return result
+
+
+def install(consumer: Any, fence: CommitFence) -> None:
+    """Faust's commit (`Consumer._commit_tps`) with the fence between choosing the offsets
+    and publishing what is attached to them; as Faust's own, but for the fence."""
+    if getattr(consumer, "_commit_fenced", False):
+        return
+    from faust.exceptions import ProducerSendError
+
+    async def commit_tps(tps: Any, start_new_transaction: bool) -> bool:
+        commit_offsets = consumer._filter_committable_offsets(tps)
+        if commit_offsets:
+            commit_offsets = await fence.limit(commit_offsets)
+        if not commit_offsets:
+            return False
+        try:
+            await consumer._handle_attached(commit_offsets)
+        except ProducerSendError as exc:
+            await consumer.crash(exc)
+            return False
+        return bool(await consumer._commit_offsets(
+            commit_offsets, start_new_transaction=start_new_transaction))
+
+    consumer._commit_tps = commit_tps
+    consumer._commit_fenced = True
