@@ -358,6 +358,9 @@ class Outcomes(threading.Thread):
         self.by_incident: dict[str, set[str]] = collections.defaultdict(set)
         self.incident_kinds: dict[str, str] = {}
         self.raw_by_incident: collections.Counter = collections.Counter()
+        # incident -> its lifecycle steps as (step, emitted by, broker timestamp ms): who
+        # decided what, and when, for the report of a conflicting incident.
+        self.trail: dict[str, list[tuple[str, str, int]]] = collections.defaultdict(list)
 
     def progress(self) -> int:
         return len(self.outcomes)
@@ -370,14 +373,19 @@ class Outcomes(threading.Thread):
                 with self.lock:
                     self.records += 1
                     if message.topic() == self.events_topic:
-                        self.on_lifecycle(message.value())
+                        self.on_lifecycle(message.value(), message)
                     else:
                         fid = h.header_value(message.headers(), h.FAILURE_EVENT_ID) or "?"
                         self.moved[self.moved_topics[message.topic()]][fid] += 1
         self.consumer.close()
 
-    def on_lifecycle(self, value: bytes) -> None:
+    def on_lifecycle(self, value: bytes, message: Any = None) -> None:
         event = CODEC.decode(value, "lifecycle-event")
+        if message is not None:
+            self.trail[event["incident_id"]].append((
+                event["event_id"].rsplit(":", 1)[-1],
+                h.header_value(message.headers(), h.EMITTED_BY) or "?",
+                message.timestamp()[1]))
         if event["event_type"] == "recovery/failure_received":
             self.received[event["incident_id"]] = event["failure_event_id"]
         if event["outcome"] not in TERMINAL:
@@ -912,6 +920,10 @@ class Run:
             "conflicting_sample": dict(list(
                 (i, sorted(o.by_incident[i])) for i in sorted(orders)
                 if len(o.by_incident.get(i, ())) > 1)[:20]),
+            # Each step of a conflicting incident: (step, worker/generation, timestamp ms).
+            "conflicting_trails": dict(list(
+                (i, o.trail.get(i, [])) for i in sorted(orders)
+                if len(o.by_incident.get(i, ())) > 1)[:20]),
             "outcomes": dict(order_kinds),
             "handled": len(self.service.handled),
             "raw_terminal_records": sum(o.raw_by_incident[i] for i in orders),
@@ -1093,6 +1105,13 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
     if result.get("lost_positions"):
         lines += ["", "Lost events by partition and offset runs in `recovery.failures`: "
                   f"`{result['lost_positions']}`"]
+    trails = result["orders"].get("conflicting_trails") or {}
+    if trails:
+        lines += ["", "Conflicting retry-path incidents (up to 5): each step, the worker and "
+                  "consumer generation that sent it, and its broker timestamp:", ""]
+        for incident, steps in list(trails.items())[:5]:
+            lines.append(f"- `{incident}`: " + ", ".join(
+                f"{step} by {who} at {stamp}" for step, who, stamp in steps))
     if result["notes"] or result["unexpected_worker_exits"]:
         lines += ["", "Notes:", ""] + [f"- {n}" for n in
                                        result["notes"] + result["unexpected_worker_exits"]]

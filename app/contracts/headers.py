@@ -35,6 +35,9 @@ DECIDED_AT = PREFIX + "decided.at"
 # redispatch where the first run dead-lettered, beside the acknowledgement that followed.
 CONSUMER_HEALTHY = PREFIX + "consumer.healthy"
 ORIGINAL_KEY = PREFIX + "original.key"
+# Which worker sent an output, and in which consumer generation ("host:pid/g7"): tells the
+# outputs of a worker that lost its partitions without knowing it yet from its successor's.
+EMITTED_BY = PREFIX + "emitted.by"
 
 # Headers the service itself adds; stripped when a record goes back to its consumer's own
 # flow as a plain record would be meaningless, but kept on redeliveries so the consumer
@@ -43,7 +46,7 @@ OWN = frozenset({
     ORIGINAL_TOPIC, ORIGINAL_PARTITION, ORIGINAL_OFFSET, ORIGINAL_TIMESTAMP, CONSUMER_GROUP,
     ERROR_TYPE, ERROR_MESSAGE, ERROR_STACKTRACE, CLASSIFICATION, ATTEMPT, FIRST_FAILURE,
     LAST_FAILURE, INCIDENT_ID, REASON, FAILURE_EVENT_ID, RETRY_DUE, DISPATCH_TARGET, HELD,
-    REPLAY_ID, COMMAND, ORIGINAL_KEY, DECIDED_AT, CONSUMER_HEALTHY,
+    REPLAY_ID, COMMAND, ORIGINAL_KEY, DECIDED_AT, CONSUMER_HEALTHY, EMITTED_BY,
 })
 
 

@@ -115,6 +115,8 @@ class OutputProducer:
         self._poller: threading.Thread | None = None
         self.fatal: str | None = None  # the fatal error the current producer hit, if any
         self.renewals = 0
+        # Headers every output gains (the worker's identity: contracts.headers.EMITTED_BY).
+        self.stamp: Callable[[], list[tuple[str, bytes | None]]] = list
 
     @property
     def producer(self) -> Producer:
@@ -173,6 +175,9 @@ class OutputProducer:
 
     def _produce(self, record: OutRecord, group: DeliveryGroup) -> None:
         group.add()
+        stamp = self.stamp()
+        stamped = {name for name, _ in stamp}  # an earlier hop's stamp is replaced
+        headers = [(k, v) for k, v in record.headers or () if k not in stamped] + stamp
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
             if error is not None and error.fatal():
@@ -182,7 +187,7 @@ class OutputProducer:
         while True:
             try:
                 self.producer.produce(record.topic, record.value, record.key,
-                                      headers=list(record.headers or ()) or None,
+                                      headers=headers or None,
                                       on_delivery=delivered)
                 return
             except BufferError:  # the local queue is full: let deliveries drain it

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from faust.types import TP, EventT
 
 from app.avro.catalog import SchemaCatalog
 from app.avro.codec import codec_from_settings, wait_until_registered
+from app.contracts import headers as h
 from app.contracts.clock import SYSTEM
 from app.contracts.lifecycle import SUBJECT as LIFECYCLE_SUBJECT
 from app.contracts.records import OutRecord, RawRecord
@@ -183,6 +185,8 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     outputs = output_producer(settings, spec_list)
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    outputs.stamp = lambda: [(h.EMITTED_BY, f"{worker}/g{app.consumer_generation_id}".encode())]
     services = services_for(app, settings, spec_list, consumer_health, outputs)
 
     async def count_event(event: dict[str, Any]) -> None:
