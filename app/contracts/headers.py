@@ -35,8 +35,8 @@ DECIDED_AT = PREFIX + "decided.at"
 # redispatch where the first run dead-lettered, beside the acknowledgement that followed.
 CONSUMER_HEALTHY = PREFIX + "consumer.healthy"
 ORIGINAL_KEY = PREFIX + "original.key"
-# Which worker sent an output, and in which consumer generation ("host:pid/g7"): tells the
-# outputs of a worker that lost its partitions without knowing it yet from its successor's.
+# Which worker sent a lifecycle event, and in which consumer generation ("host:pid/g7"):
+# tells a worker that lost its partitions without knowing it yet from its successor.
 EMITTED_BY = PREFIX + "emitted.by"
 
 # Headers the service itself adds; stripped when a record goes back to its consumer's own

@@ -115,8 +115,9 @@ class OutputProducer:
         self._poller: threading.Thread | None = None
         self.fatal: str | None = None  # the fatal error the current producer hit, if any
         self.renewals = 0
-        # Headers every output gains (the worker's identity: contracts.headers.EMITTED_BY).
-        self.stamp: Callable[[], list[tuple[str, bytes | None]]] = list
+        # Headers an output to a topic gains (the worker's identity on its lifecycle events:
+        # contracts.headers.EMITTED_BY); records moved for a user keep their headers as sent.
+        self.stamp: Callable[[str], list[tuple[str, bytes | None]]] = lambda topic: []
 
     @property
     def producer(self) -> Producer:
@@ -175,7 +176,7 @@ class OutputProducer:
 
     def _produce(self, record: OutRecord, group: DeliveryGroup) -> None:
         group.add()
-        stamp = self.stamp()
+        stamp = self.stamp(record.topic)
         stamped = {name for name, _ in stamp}  # an earlier hop's stamp is replaced
         headers = [(k, v) for k, v in record.headers or () if k not in stamped] + stamp
 

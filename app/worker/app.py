@@ -186,7 +186,14 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
     consumer_health = app.GlobalTable("consumer-health", default=None, schema=json_values)
     outputs = output_producer(settings, spec_list)
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    outputs.stamp = lambda: [(h.EMITTED_BY, f"{worker}/g{app.consumer_generation_id}".encode())]
+    events_topic = settings.topic("recovery.events")
+
+    def stamp(topic: str) -> list[tuple[str, bytes | None]]:
+        if topic != events_topic:
+            return []
+        return [(h.EMITTED_BY, f"{worker}/g{app.consumer_generation_id}".encode())]
+
+    outputs.stamp = stamp
     services = services_for(app, settings, spec_list, consumer_health, outputs)
 
     async def count_event(event: dict[str, Any]) -> None:
