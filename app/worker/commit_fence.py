@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.contracts.records import RawRecord
+from app.worker.offset_gaps import RangeNotRead
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,17 @@ class CommitFence:
                 continue
             if offset <= first:
                 continue
-            records = await loop.run_in_executor(None, self.read_range, tp.topic,
-                                                 tp.partition, first, offset)
+            try:
+                records = await loop.run_in_executor(None, self.read_range, tp.topic,
+                                                     tp.partition, first, offset)
+                read_to = offset
+            except RangeNotRead as partial:  # past what was read nothing is known
+                records = partial.records
+                read_to = records[-1].offset + 1 if records else first
             present = [record.offset for record in records]
-            for missing in sorted(set(range(first, offset)) - set(present)):
+            for missing in sorted(set(range(first, read_to)) - set(present)):
                 self.offsets.handled(key, missing)  # no record there: nothing to handle
-            unhandled = self.offsets.unhandled(key, present)
+            unhandled = self.offsets.unhandled(key, present + list(range(read_to, offset)))
             if not unhandled:
                 continue
             # Everything below the first unhandled record is done: commit up to there.

@@ -53,11 +53,20 @@ class ExpectedOffsets:
         return None
 
 
+class RangeNotRead(Exception):
+    """The range could not be read to its end in time; `records` holds what was read (the
+    offsets after the last of them are unknown, not empty)."""
+
+    def __init__(self, records: list[RawRecord], why: str):
+        super().__init__(why)
+        self.records = records
+
+
 def read_range(config: dict[str, Any], topic: str, partition: int, start: int, end: int,
                timeout_s: float = 30.0) -> list[RawRecord]:
     """The records at offsets [start, end) of one partition, read by assignment: the
     consumer never joins its group and never commits. Offsets without a record (transaction
-    markers) are passed over."""
+    markers) are passed over. Raises RangeNotRead when the end is not reached in time."""
     consumer = Consumer({**config, "enable.auto.commit": False})
     records: list[RawRecord] = []
     try:
@@ -76,8 +85,11 @@ def read_range(config: dict[str, Any], topic: str, partition: int, start: int, e
             if position >= end or (records and records[-1].offset >= end - 1):
                 break
         else:
-            log.error("%s[%d]: read only up to offset %s of %d-%d in %.0fs", topic, partition,
-                      records[-1].offset if records else None, start, end - 1, timeout_s)
+            why = (f"{topic}[{partition}]: read only up to offset "
+                   f"{records[-1].offset if records else None} of {start}-{end - 1} in "
+                   f"{timeout_s:.0f}s")
+            log.error("%s", why)
+            raise RangeNotRead(records, why)
     finally:
         consumer.close()
     return records
@@ -236,8 +248,13 @@ class SkippedRecords:
                                           committed)
         if gap is not None:
             start, end = gap
-            missed = await asyncio.get_running_loop().run_in_executor(
-                None, read_range, self.config, record.topic, record.partition, start, end)
+            try:
+                missed = await asyncio.get_running_loop().run_in_executor(
+                    None, read_range, self.config, record.topic, record.partition, start, end)
+            except RangeNotRead as partial:
+                # Only what was read counts as done; the commit fence holds the rest.
+                missed = partial.records
+                end = missed[-1].offset + 1 if missed else start
             if missed:
                 log.warning("%s[%d]: offsets %d-%d never reached the agent; read %d "
                             "record(s) again from Kafka", record.topic, record.partition,
@@ -245,7 +262,7 @@ class SkippedRecords:
                 self.recovered += len(missed)
             for earlier in missed:
                 await handler(earlier)
-            if self.mark_done is not None:
+            if self.mark_done is not None and end > start:
                 await self.mark_done(record.topic, record.partition, start, end)
         await handler(record)
 

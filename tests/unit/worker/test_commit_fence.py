@@ -10,6 +10,7 @@ from faust.types import TP
 
 from app.contracts.records import RawRecord
 from app.worker.commit_fence import CommitFence, HandledOffsets, install, spans
+from app.worker.offset_gaps import RangeNotRead
 
 FAILURES = "t.recovery.failures"
 KEY = (FAILURES, 10)
@@ -102,6 +103,20 @@ def test_offsets_without_a_record_do_not_hold_a_commit():
     fence.handled([(FAILURES, 10, o) for o in (11, 12, 14, 15, 17)])
     assert asyncio.run(fence.limit({tp(): 18})) == {tp(): 18}
     assert kafka.sought == []
+
+
+def test_a_range_not_read_to_its_end_holds_the_commit_where_knowledge_ends():
+    kafka = Kafka({KEY: 11}, {})
+    fence = kafka.fence()
+
+    def partial(topic, partition, start, end):
+        raise RangeNotRead([RawRecord(topic, partition, 12, None, b"k", b"v", [])], "timeout")
+
+    fence.read_range = partial
+    fence.handled([(FAILURES, 10, o) for o in (11, 12, 20)])
+    # 11 and 12 handled; 13-19 unknown (not "no record"): the commit stops at 13.
+    assert asyncio.run(fence.limit({tp(): 21})) == {tp(): 13}
+    assert kafka.sought == [(KEY, 13)]
 
 
 def test_a_partition_never_committed_has_the_earliest_offset_as_its_baseline():

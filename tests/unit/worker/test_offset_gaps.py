@@ -83,6 +83,32 @@ def test_skipped_records_are_handled_first_in_offset_order(monkeypatch):
     assert marked == [("in", 0, 3, 6, [1, 2, 3, 4, 5])]
 
 
+def test_a_range_read_only_in_part_marks_only_what_was_read_as_done(monkeypatch):
+    def partial_read(config, topic, partition, start, end, timeout_s=30.0):
+        raise offset_gaps.RangeNotRead([record(3), record(4)], "read only up to 4 of 3-9")
+
+    monkeypatch.setattr(offset_gaps, "read_range", partial_read)
+    handled: list[int] = []
+    marked: list[tuple] = []
+
+    async def mark_done(topic: str, partition: int, start: int, end: int) -> None:
+        marked.append((start, end))
+
+    skipped = SkippedRecords({}, lambda: 1, lambda: {("in", 0)}, mark_done)
+    monkeypatch.setattr(skipped, "committed", lambda topic, partition: None)
+
+    async def handler(r: RawRecord) -> None:
+        handled.append(r.offset)
+
+    async def feed() -> None:
+        for offset in (1, 2, 10):
+            await skipped.handle(record(offset), handler)
+
+    asyncio.run(feed())
+    assert handled == [1, 2, 3, 4, 10]
+    assert marked == [(3, 5)]  # 5-9 unknown: not counted as done (the commit fence holds)
+
+
 def test_a_new_generation_starts_from_the_committed_offset(monkeypatch):
     reads = []
 
