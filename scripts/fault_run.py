@@ -57,6 +57,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # noqa: E402
 from app.client import RecoveringConsumer  # noqa: E402
 from app.client.consumer import ensure_topic  # noqa: E402
 from app.contracts import headers as h  # noqa: E402
+from app.contracts import lifecycle  # noqa: E402
 from app.kafka.config import admin_config, consumer_config, producer_config  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.integration.test_exactly_once import TERMINAL, failure  # noqa: E402
@@ -358,9 +359,16 @@ class Outcomes(threading.Thread):
         self.by_incident: dict[str, set[str]] = collections.defaultdict(set)
         self.incident_kinds: dict[str, str] = {}
         self.raw_by_incident: collections.Counter = collections.Counter()
-        # incident -> its lifecycle steps as (step, emitted by, broker timestamp ms): who
-        # decided what, and when, for the report of a conflicting incident.
-        self.trail: dict[str, list[tuple[str, str, int]]] = collections.defaultdict(list)
+        # incident -> its distinct lifecycle events in the order read, as (event type, event
+        # id, outcome, emitted by, broker timestamp ms): whether two outcomes share a cycle
+        # (lifecycle.conflicting), and who decided what, when, for the report.
+        self.trail: dict[str, list[tuple[str, str, str | None, str, int]]] = \
+            collections.defaultdict(list)
+
+    def conflicting(self, incident: str) -> bool:
+        return lifecycle.conflicting(
+            {"event_type": kind, "event_id": event_id, "outcome": outcome}
+            for kind, event_id, outcome, _, _ in self.trail.get(incident, ()))
 
     def progress(self) -> int:
         return len(self.outcomes)
@@ -381,11 +389,11 @@ class Outcomes(threading.Thread):
 
     def on_lifecycle(self, value: bytes, message: Any = None) -> None:
         event = CODEC.decode(value, "lifecycle-event")
-        if message is not None:
+        if event["event_id"] not in self.step_ids and event["event_id"] not in self.terminal_ids:
             self.trail[event["incident_id"]].append((
-                event["event_id"].rsplit(":", 1)[-1],
-                h.header_value(message.headers(), h.EMITTED_BY) or "?",
-                message.timestamp()[1]))
+                event["event_type"], event["event_id"], event["outcome"],
+                h.header_value(message.headers(), h.EMITTED_BY) or "?" if message else "?",
+                message.timestamp()[1] if message else 0))
         if event["event_type"] == "recovery/failure_received":
             self.received[event["incident_id"]] = event["failure_event_id"]
         if event["outcome"] not in TERMINAL:
@@ -909,6 +917,7 @@ class Run:
             "finished_s": finished,
         }
         orders = self.order_incidents()
+        conflicting = [i for i in sorted(orders) if o.conflicting(i)]
         order_kinds = collections.Counter(o.incident_kinds[i] for i in orders
                                           if i in o.incident_kinds)
         result["orders"] = {
@@ -916,14 +925,17 @@ class Run:
             "reported": len(orders),
             "open": sum(1 for i in orders if i not in o.by_incident),
             "open_sample": sorted(i for i in orders if i not in o.by_incident)[:10],
-            "conflicting": sum(1 for i in orders if len(o.by_incident.get(i, ())) > 1),
-            "conflicting_sample": dict(list(
-                (i, sorted(o.by_incident[i])) for i in sorted(orders)
-                if len(o.by_incident.get(i, ())) > 1)[:20]),
+            # Two outcomes in one cycle; a dead letter replayed and completed is two cycles.
+            "conflicting": len(conflicting),
+            "conflicting_sample": {i: sorted(o.by_incident[i]) for i in conflicting[:20]},
             # Each step of a conflicting incident: (step, worker/generation, timestamp ms).
-            "conflicting_trails": dict(list(
-                (i, o.trail.get(i, [])) for i in sorted(orders)
-                if len(o.by_incident.get(i, ())) > 1)[:20]),
+            "conflicting_trails": {i: [(event_id.rsplit(":", 1)[-1], by, stamp)
+                                       for _, event_id, _, by, stamp in o.trail.get(i, [])]
+                                   for i in conflicting[:20]},
+            # Incidents with more than one outcome because a dead letter was replayed (the
+            # consumer-health recovery watch) or a new report came: a cycle each.
+            "reopened": sum(1 for i in orders if len(o.by_incident.get(i, ())) > 1)
+            - len(conflicting),
             "outcomes": dict(order_kinds),
             "handled": len(self.service.handled),
             "raw_terminal_records": sum(o.raw_by_incident[i] for i in orders),
@@ -1094,8 +1106,10 @@ def write_report(result: dict[str, Any], command: str, path: Path) -> None:
         f"| workers that exited by themselves | {len(result['unexpected_worker_exits'])} |",
         f"| retry path: orders fed / failure reports (incidents) | {result['orders']['fed']:,} "
         f"/ {result['orders']['reported']:,} |",
-        f"| retry path: **open** incidents at the end / conflicting | "
-        f"**{result['orders']['open']}** / **{result['orders']['conflicting']}** |",
+        f"| retry path: **open** incidents at the end / conflicting (two outcomes in one "
+        f"cycle) | **{result['orders']['open']}** / **{result['orders']['conflicting']}** |",
+        f"| retry path: incidents reopened (a dead letter replayed, then a second outcome) | "
+        f"{result['orders']['reopened']:,} |",
         f"| retry path: outcomes by kind; orders handled by the service | "
         f"{result['orders']['outcomes']}; {result['orders']['handled']:,} |",
         f"| retry path: raw terminal records for its incidents | "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -40,6 +41,33 @@ REPORTED_EVENT = {
     "VERSION_CONFLICT": "communication/cache_corrupted",
     "NETWORK_PARTITION": "communication/network_partition_detected",
 }
+
+
+# The outcomes that end an incident's cycle (a lifecycle event's `outcome`).
+TERMINAL_OUTCOMES = frozenset({"completed", "dead_lettered", "poisoned", "escalated"})
+
+
+def reopens(event: Mapping[str, Any]) -> bool:
+    """A step that begins a new cycle of an incident: a new failure report, or one of its
+    dead letters replayed (its redelivery's step id is `<incident>:replay:<replay id>`)."""
+    return event["event_type"] == FAILURE_RECEIVED or (
+        event["event_type"] == REDELIVERED and ":replay:" in event["event_id"])
+
+
+def conflicting(events: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether an incident's lifecycle events (one of each event id, in the order of
+    recovery.events, where one incident's events share a partition) hold two terminal
+    outcomes with no reopening between them: two outcomes for one cycle. A dead letter
+    replayed and then completed is two cycles, one outcome each."""
+    ended = False
+    for event in events:
+        if reopens(event):
+            ended = False
+        elif event["outcome"] in TERMINAL_OUTCOMES:
+            if ended:
+                return True
+            ended = True
+    return False
 
 
 def reported_event(kind: str) -> str:

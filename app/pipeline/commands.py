@@ -94,7 +94,7 @@ class CommandStage:
     async def acknowledge(self, record: RawRecord, incident: d.Incident,
                           incidents: Table) -> None:
         done, duration = d.acknowledge(incident, self.services.clock.now_ms())
-        if duration is None:
+        if done is incident:  # finished already: a repeated acknowledgement
             return
         incident_id = incident.incident_id
         incidents[incident_id] = done.to_json()
@@ -115,8 +115,12 @@ class CommandStage:
             return
         incident_id = incident.incident_id
         replay_id = h.header_value(record.headers, h.REPLAY_ID)
-        incidents[incident_id] = incident.step(self.services.clock.now_ms(), "replayed",
-                                               state="retrying").to_json()
+        # A replayed dead letter begins a new cycle: the dead letter was the last one's
+        # outcome, and this one ends in its own (`<incident>:<cycle>:completed`), with the
+        # watchdog's allowance afresh.
+        incidents[incident_id] = incident.step(
+            self.services.clock.now_ms(), "replayed", state="retrying",
+            cycle=incident.cycle + 1, watchdog_redispatches=0).to_json()
         await self.services.send(redelivery(
             target, h.header_bytes(record.headers, h.ORIGINAL_KEY), record.value,
             record.headers, **{h.REPLAY_ID: replay_id}))

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from app.contracts.lifecycle import TERMINAL_OUTCOMES
 from app.pipeline.classify import Classification
 from app.pipeline.retry.backoff import delay_ms
 from app.policy.rules import Exhausted, RetryPolicy
 
-TERMINAL = frozenset({"completed", "dead_lettered", "poisoned", "escalated"})
+TERMINAL = TERMINAL_OUTCOMES  # a cycle's end state is named after its outcome
 HISTORY_LIMIT = 20
 SEEN_LIMIT = 50
 # Decisions remembered with the incident, so a report processed again after a crash (its
@@ -226,8 +227,9 @@ def record_report(incident: Incident, report: Report, decision: Decision, now_ms
 
 
 def acknowledge(incident: Incident, now_ms: int) -> tuple[Incident, int | None]:
-    """A successful redelivery. Returns the completed incident and its duration, or the
-    incident unchanged and None when it was already finished (a repeated acknowledgement)."""
+    """A successful redelivery. Returns the completed incident and its duration (None when
+    the first failure's time is not known), or the incident itself, unchanged, and None when
+    it was already finished (a repeated acknowledgement)."""
     if incident.terminal or incident.unknown:
         return incident, None
     duration = now_ms - incident.first_failure_ms if incident.first_failure_ms else None

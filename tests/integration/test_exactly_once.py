@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from app.contracts.failure_event import new_failure_event
+from app.contracts.lifecycle import TERMINAL_OUTCOMES
 from app.kafka.config import producer_config
 from app.settings import Settings
 from tests.integration.test_pipeline import caught_up
@@ -26,7 +27,7 @@ from tests.kafka_helpers import TopicReader, locked_codec
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 EVENTS = int(os.environ.get("RECOVERY_EOS_TEST_EVENTS", "6000"))
-TERMINAL = {"dead_lettered", "poisoned", "escalated", "completed"}
+TERMINAL = TERMINAL_OUTCOMES
 
 
 def failure(i: int) -> dict:

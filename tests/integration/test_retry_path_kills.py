@@ -18,6 +18,7 @@ from confluent_kafka import Producer
 
 from app.client import RecoveringConsumer
 from app.client.consumer import ensure_topic
+from app.contracts import lifecycle
 from app.kafka.config import producer_config
 from app.settings import Settings
 from tests.kafka_helpers import TopicReader, locked_codec
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kills")]
 
 ORDERS = int(os.environ.get("RECOVERY_RETRY_KILL_ORDERS", "300"))
 KILLS = int(os.environ.get("RECOVERY_RETRY_KILLS", "6"))
-TERMINAL = {"completed", "dead_lettered", "poisoned", "escalated"}
+TERMINAL = lifecycle.TERMINAL_OUTCOMES
 ACK_TIMEOUT_MS = 8000
 
 
@@ -42,6 +43,11 @@ class Outcomes:
         # first thing to read when this test fails.
         self.history: dict[str, list[str]] = collections.defaultdict(list)
         self.ids: set[str] = set()
+        # Each incident's distinct lifecycle events in the order of recovery.events: two
+        # outcomes in one cycle conflict (lifecycle.conflicting); a dead letter replayed and
+        # then completed is two cycles.
+        self.events: dict[str, list[dict]] = collections.defaultdict(list)
+        self.event_ids: set[str] = set()
         self.raw = 0
         self.read = 0
 
@@ -51,6 +57,9 @@ class Outcomes:
             if event["event_type"] == "recovery/failure_received":
                 self.reported.add(event["incident_id"])
             self.history[event["incident_id"]].append(event["event_id"].rsplit(":", 1)[-1])
+            if event["event_id"] not in self.event_ids:
+                self.event_ids.add(event["event_id"])
+                self.events[event["incident_id"]].append(event)
             if event["outcome"] not in TERMINAL:
                 continue
             self.raw += 1
@@ -221,7 +230,7 @@ def test_back_to_back_kills_on_the_retry_path_leave_no_incident_open(
     incidents = outcomes.reported
     lost = sorted(incidents - set(outcomes.per_incident))
     conflicting = {i: ids for i, ids in outcomes.per_incident.items()
-                   if i in incidents and len(ids) > 1}
+                   if i in incidents and lifecycle.conflicting(outcomes.events[i])}
     kinds = collections.Counter(event_id.split(":")[-1] for ids in outcomes.per_incident.values()
                                 for event_id in ids)
     print(f"\n{ORDERS} orders, {len(kills)} kills (at {kills} outcomes); terminal "
