@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -128,6 +129,16 @@ def test_each_principal_can_do_its_work_and_nothing_else(broker: SecureBroker,
         owner = AdminClient(plain)
         for future in owner.create_acls([grant]).values():
             future.result(30)
+
+        def granted() -> bool:
+            # The controller has it; the broker's authorizer, which `acls apply` asks, may
+            # not yet (a gate's run read 0 drifted).
+            found = owner.describe_acls(AclBindingFilter(
+                ResourceType.TOPIC, orders, ResourcePatternType.LITERAL, "User:billing", None,
+                AclOperation.ANY, AclPermissionType.ANY)).result(30)
+            return any(b.operation == AclOperation.READ for b in found)
+
+        assert wait_until(granted, 30)
         again = cli(admin_env, "acls", "apply", *principals)
         assert again.returncode == 0, again.stderr
         assert again.stdout.splitlines()[-1] == f"0 created, {created} present, 1 drifted"
