@@ -58,11 +58,6 @@ class HandledOffsets:
             self.done[tp] = {offset for offset in done if offset >= base}
         self._advance(tp)
 
-    def forget_bases(self) -> None:
-        """A new consumer generation: another member may have committed meanwhile, so each
-        baseline is asked again (the handled offsets stay: they were handled)."""
-        self.base.clear()
-
     def first_unhandled(self, tp: TP) -> int | None:
         """The lowest offset not known to be done; None while the baseline is unknown."""
         return self.base.get(tp)
@@ -109,6 +104,7 @@ class CommitFence:
         self.generation = generation
         self.offsets = HandledOffsets()
         self.seen_generation: int | None = None
+        self.stale: set[TP] = set()  # baselines to ask again (a new consumer generation)
         self.repairs = {"fenced": 0}  # commits held (recovery_commit_repairs{kind})
 
     def handled(self, records: list[tuple[str, int, int]]) -> None:
@@ -122,29 +118,35 @@ class CommitFence:
         loop = asyncio.get_running_loop()
         generation = self.generation()
         if generation != self.seen_generation:
-            self.offsets.forget_bases()
+            # Another member may have committed meanwhile: each baseline is asked again.
+            self.stale = set(self.offsets.base)
             self.seen_generation = generation
         fenced = {tp: offset for tp, offset in offsets.items() if tp.topic in self.topics}
-        unknown = [(tp.topic, tp.partition) for tp in fenced
-                   if self.offsets.first_unhandled((tp.topic, tp.partition)) is None]
-        if unknown:
-            bases = await loop.run_in_executor(None, self.committed, unknown)
-            for key in unknown:
+        ask = [(tp.topic, tp.partition) for tp in fenced
+               if (tp.topic, tp.partition) in self.stale
+               or self.offsets.first_unhandled((tp.topic, tp.partition)) is None]
+        if ask:
+            bases = await loop.run_in_executor(None, self.committed, ask)
+            for key in ask:
                 if key not in bases:
-                    continue  # not known this time: that partition is not committed now
+                    continue  # not known this time: an earlier baseline stays, if any
                 base = bases[key]
                 if base is None:  # never committed: the group reads from the earliest
                     marks = await loop.run_in_executor(None, self.watermarks, *key)
                     if marks is None:
                         continue
                     base = marks[0]
-                self.offsets.set_base(key, base)
+                self.stale.discard(key)
+                self.offsets.set_base(key, max(base, self.offsets.base.get(key, base)))
         result = dict(offsets)
         for tp, offset in fenced.items():
             key = (tp.topic, tp.partition)
             first = self.offsets.first_unhandled(key)
             if first is None:
-                result.pop(tp)
+                # No baseline could be asked: Faust's choice stands (dropping it would lose
+                # its acks for good, and the records be handled again after a restart).
+                log.warning("%s[%d]: the group's committed offset is not known; committing "
+                            "%d unchecked", tp.topic, tp.partition, offset)
                 continue
             if offset <= first:
                 continue
