@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # An intake partition with records waiting that its agent has not touched for this long
     # is rescued: sought again, then a group rejoin, then exit 4 (app/worker/stall.py; 0 = off).
     input_stall_s: float = 30.0
+    # A rebalance (join and sync, not the restore of tables) lasting this long gets a group
+    # rejoin (a pending coordinator error consumed first), and lasting it again, exit 4
+    # (app/worker/stall.py; 0 = off). Above Faust's 60 s rebalance timeout.
+    rebalance_bound_s: float = 90.0
     # Consumer-lag monitoring (app/lag): the worker takes a snapshot every lag_interval_s
     # (0 = off) of the groups matching lag_groups (comma-separated globs, empty = all);
     # statuses are judged over the last lag_window snapshots.

@@ -49,6 +49,7 @@ from app.worker import (
     stall,
     web,
 )
+from app.worker.assignor import MetadataTolerantAssignor
 from app.worker.batches import BatchRunner
 from app.worker.faust_app import RecoveryFaustApp
 from app.worker.lag_monitor import LagMonitor
@@ -85,7 +86,7 @@ def create_app(settings: Settings, *, replication_factor: int = 1) -> faust.App:
 
 
 def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_factor: int
-              ) -> faust.App:
+              ) -> RecoveryFaustApp:
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     # TLS/SASL for Faust's aiokafka clients; secrets masked in every log line.
     install_redaction(settings)
@@ -121,6 +122,7 @@ def faust_app(settings: Settings, specs: dict[str, TopicSpec], replication_facto
         # record was dropped (tests/integration/test_fuzz_large_input.py).
         producer_max_request_size=max_message_bytes(specs.values()),
         autodiscover=False,
+        PartitionAssignor=MetadataTolerantAssignor,
     )
 
 
@@ -294,6 +296,13 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         async def intake_stall_check() -> None:
             await guard.check()
 
+    if settings.rebalance_bound_s > 0:
+        rebalance = rebalance_guard(app, settings.rebalance_bound_s)
+
+        @app.early_timer(max(1.0, settings.rebalance_bound_s / 10))
+        async def rebalance_check() -> None:
+            await rebalance.check()
+
     # Faust's view of each input partition's commit against the group's (offset_gaps).
     reconciler = offset_gaps.CommitReconciler(
         lambda: app.consumer, committed.many, inputs=inputs,
@@ -393,28 +402,48 @@ def stall_guard(app: faust.App, skipped: offset_gaps.SkippedRecords,
     async def seek(tp: tuple[str, int], offset: int) -> None:
         await seek_on_consumer_thread(app, tp, offset)
 
-    async def rejoin() -> None:
-        thread = app.consumer._thread  # Faust's consumer thread owns the aiokafka client
-
-        async def request() -> None:
-            thread._consumer._coordinator.request_rejoin()
-
-        try:
-            await asyncio.wait_for(thread.call_thread(request), 15)
-        except Exception as exc:  # the next bound exits instead
-            log.error("could not ask the group for a rejoin: %r", exc)
-
-    def leave(code: int) -> None:
-        logging.shutdown()
-        os._exit(code)
-
     return stall.StallGuard(
         clock=stall.StallClock(int(bound_s * 1000)), partitions=partitions,
         expected=skipped.expected, committed=committed, watermarks=committed.watermarks,
         counting=counting, handled=lambda: skipped.handled,
-        forwarded=lambda tp: app.consumer._read_offset.get(TP(*tp)), seek=seek, rejoin=rejoin,
-        exit=leave,
+        forwarded=lambda tp: app.consumer._read_offset.get(TP(*tp)), seek=seek,
+        rejoin=lambda: rejoin_group(app), exit=leave_now,
         state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
+
+
+def rebalance_guard(app: faust.App, bound_s: float) -> stall.RebalanceGuard:
+    """The bound on a rebalance of the worker's group (app/worker/stall.py)."""
+    return stall.RebalanceGuard(
+        clock=stall.RebalanceClock(int(bound_s * 1000)),
+        rebalancing=lambda: bool(app.rebalancing and not app.in_recovery),
+        rejoin=lambda: rejoin_group(app), exit=leave_now,
+        state=lambda: consumer_state.consumer_state(app), now_ms=SYSTEM.now_ms)
+
+
+async def rejoin_group(app: faust.App) -> None:
+    """Asks the group for a rejoin, on Faust's consumer thread (it owns the aiokafka
+    client). An error aiokafka's coordinator waits for the consumer to poll is consumed and
+    logged first: the coordinator does nothing else until then, and Faust never polls
+    without an assignment."""
+    thread = app.consumer._thread
+
+    async def request() -> None:
+        coordinator = thread._consumer._coordinator
+        try:
+            coordinator.check_errors()
+        except Exception as exc:
+            log.error("the group coordinator was waiting for its error to be read: %r", exc)
+        coordinator.request_rejoin()
+
+    try:
+        await asyncio.wait_for(thread.call_thread(request), 15)
+    except Exception as exc:  # the next bound exits instead
+        log.error("could not ask the group for a rejoin: %r", exc)
+
+
+def leave_now(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)
 
 
 class CheckedRecently:

@@ -8,7 +8,8 @@ registry unavailable at start-up" line among them).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -71,11 +72,39 @@ class FencedTable(faust.Table):
 
 class RecoveryFaustApp(faust.App):
     """faust.App whose tables, wherever they are declared, get TABLE_STORE_OPTIONS, and are
-    FencedTables."""
+    FencedTables; and with timers that run from the app's start (`early_timer`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("Table", FencedTable)
         super().__init__(*args, **kwargs)
+        self._early: list[tuple[float, Callable[[], Awaitable[None]]]] = []
+
+    def early_timer(self, interval_s: float) -> Callable[[Callable[[], Awaitable[None]]],
+                                                         Callable[[], Awaitable[None]]]:
+        """A timer started with the app itself. Faust's own timers start only once the first
+        assignment's tables are restored, so they never run for a worker that gets no
+        assignment at all; what watches for that must not be one of them."""
+
+        def register(fun: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+            self._early.append((interval_s, fun))
+            return fun
+
+        return register
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for interval_s, fun in self._early:
+            self.add_future(self._every(interval_s, fun))
+
+    async def _every(self, interval_s: float, fun: Callable[[], Awaitable[None]]) -> None:
+        while not self.should_stop:
+            await self.sleep(interval_s)
+            if self.should_stop:
+                return
+            try:
+                await fun()
+            except Exception:  # the next tick runs again
+                logging.getLogger(__name__).exception("%s failed", fun.__qualname__)
 
     def Table(self, name: str, **kwargs: Any) -> Any:  # noqa: N802 (Faust's name)
         kwargs.setdefault("options", dict(TABLE_STORE_OPTIONS))  # Faust pops from it

@@ -15,6 +15,10 @@ partition has a bound (RECOVERY_INPUT_STALL_S):
    recovery and seek to the committed offsets run again);
 3. past it a third time, the worker exits with code 4 so its supervisor restarts it.
 
+A rebalance, during which no partition's wait counts, has its own bound
+(RECOVERY_REBALANCE_BOUND_S, RebalanceClock): past it the worker asks for a rejoin (an
+error aiokafka waits for the consumer to poll is consumed first), past it again it exits 4.
+
 Every step is logged at ERROR with the consumer's state (/debug/consumer-state), so a stall
 that comes back is diagnosed from its log.
 """
@@ -168,3 +172,57 @@ class StallGuard:
             log.warning("%s[%d]: records %d-%d have waited %.0fs; not counted as a stall: %s",
                         tp[0], tp[1], next_offset, end - 1, (now - last[1]) / 1000, why)
             self.excused[tp] = (next_offset, now)
+
+
+@dataclass
+class RebalanceClock:
+    """Since when the worker's group has been rebalancing (joining or waiting for its
+    assignment; restoring tables does not count), and the step due. Pure: the caller says
+    whether it rebalances and what time it is.
+
+    The input stall's clock does not run while the worker rebalances, so a rebalance that
+    never ends needs a bound of its own: seen when aiokafka waited for the consumer to poll
+    an assignment error, which Faust never does without an assignment (app/worker/assignor.py).
+    """
+
+    bound_ms: int
+    since_ms: int | None = None
+    steps: int = 0
+
+    def observe(self, rebalancing: bool, now_ms: int) -> Rescue | None:
+        if not rebalancing:
+            self.since_ms, self.steps = None, 0
+            return None
+        if self.since_ms is None:
+            self.since_ms = now_ms
+            return None
+        if now_ms - self.since_ms < self.bound_ms:
+            return None
+        self.since_ms = now_ms  # the next step needs a bound of its own
+        self.steps += 1
+        return Rescue.REJOIN if self.steps == 1 else Rescue.EXIT
+
+
+@dataclass
+class RebalanceGuard:
+    """The worker side of RebalanceClock: takes the step, logged with the consumer state."""
+
+    clock: RebalanceClock
+    rebalancing: Callable[[], bool]
+    rejoin: Callable[[], Awaitable[None]]
+    exit: Callable[[int], None]
+    state: Callable[[], Any]
+    now_ms: Callable[[], int]
+    rescues: int = 0
+
+    async def check(self) -> None:
+        rescue = self.clock.observe(self.rebalancing(), self.now_ms())
+        if rescue is None:
+            return
+        self.rescues += 1
+        log.error("the group has been rebalancing for %.0fs without an assignment; rescue: %s. "
+                  "consumer state: %s", self.clock.bound_ms / 1000, rescue.value, self.state())
+        if rescue is Rescue.REJOIN:
+            await self.rejoin()
+        else:
+            self.exit(STALL_EXIT_CODE)

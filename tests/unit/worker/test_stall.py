@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from app.worker.stall import STALL_EXIT_CODE, Rescue, StallClock, StallGuard
+from app.worker.stall import (
+    STALL_EXIT_CODE,
+    RebalanceClock,
+    RebalanceGuard,
+    Rescue,
+    StallClock,
+    StallGuard,
+)
 
 TP = ("t.recovery.failures", 0)
 
@@ -162,3 +169,48 @@ def test_a_wait_excused_for_a_bound_is_logged_with_its_reason(caplog):
     assert len(excused) == 2  # once per bound
     assert "records 7-11 have waited 1s" in excused[0] and "rebalances" in excused[0]
     assert fake.sought == []
+
+
+def test_a_rebalance_past_its_bound_gets_a_rejoin_then_an_exit():
+    clock = RebalanceClock(bound_ms=1000)
+    assert clock.observe(True, 0) is None  # the clock starts
+    assert clock.observe(True, 999) is None
+    assert clock.observe(True, 1000) is Rescue.REJOIN
+    assert clock.observe(True, 1999) is None  # the exit has a bound of its own
+    assert clock.observe(True, 2000) is Rescue.EXIT
+
+
+def test_a_rebalance_that_ends_starts_the_clock_and_the_steps_over():
+    clock = RebalanceClock(bound_ms=1000)
+    clock.observe(True, 0)
+    assert clock.observe(True, 1000) is Rescue.REJOIN
+    assert clock.observe(False, 1500) is None  # assigned and restored
+    assert clock.observe(True, 1600) is None  # a new rebalance: a new clock
+    assert clock.observe(True, 2599) is None
+    assert clock.observe(True, 2600) is Rescue.REJOIN
+
+
+def test_a_worker_not_rebalancing_is_never_rescued():
+    clock = RebalanceClock(bound_ms=1000)
+    assert all(clock.observe(False, now) is None for now in range(0, 10_000, 500))
+
+
+def test_the_rebalance_guard_rejoins_then_exits_and_logs_each_step(caplog):
+    now = [0]
+    rejoins: list[int] = []
+    exits: list[int] = []
+
+    async def rejoin() -> None:
+        rejoins.append(now[0])
+
+    guard = RebalanceGuard(clock=RebalanceClock(bound_ms=1000), rebalancing=lambda: True,
+                           rejoin=rejoin, exit=exits.append, state=lambda: {"generation": 1},
+                           now_ms=lambda: now[0])
+    for now[0] in (0, 500, 1000, 1500, 2000):
+        asyncio.run(guard.check())
+    assert rejoins == [1000]
+    assert exits == [STALL_EXIT_CODE]
+    assert guard.rescues == 2
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and "rescue: rejoin" in errors[0] and "rescue: exit" in errors[1]
+    assert "'generation': 1" in errors[0]
