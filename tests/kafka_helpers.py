@@ -125,24 +125,29 @@ def wait_processed(bootstrap: str, group: str, topics: list[str], timeout: float
     partition of `topics`, the end offset it had when this was called (an empty partition
     counts as processed). For the worker this means its outputs for those records are on
     the broker too: Faust flushes its producer before it commits."""
+    behind = processed_behind(bootstrap, group, topics, timeout)
+    if behind:
+        print(f"{group} not processed up to the ends (committed, end): {behind}")
+    return not behind
+
+
+def processed_behind(bootstrap: str, group: str, topics: list[str], timeout: float
+                     ) -> dict[str, tuple[int, int]]:
+    """wait_processed's wait; what is still behind when it gives up: partition ->
+    (committed, end offset when called); empty once everything is processed."""
     ends = end_offsets(bootstrap, topics)
 
-    def caught_up() -> bool:
+    def behind() -> dict[str, tuple[int, int]]:
         done = committed_offsets(bootstrap, group, [tp for tp, end in ends.items() if end])
-        return all(done.get(tp, -1) >= end for tp, end in ends.items() if end)
+        return {f"{tp[0]}[{tp[1]}]": (done.get(tp, -1), end) for tp, end in ends.items()
+                if end and done.get(tp, -1) < end}
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if caught_up():
-            return True
+        if not behind():
+            return {}
         time.sleep(0.2)
-    if caught_up():
-        return True
-    done = committed_offsets(bootstrap, group, [tp for tp, end in ends.items() if end])
-    behind = {f"{tp[0]}[{tp[1]}]": (done.get(tp, -1), end) for tp, end in ends.items()
-              if end and done.get(tp, -1) < end}
-    print(f"{group} not processed up to the ends (committed, end): {behind}")
-    return False
+    return behind()
 
 
 WORKER_INPUTS = ("recovery.failures", "recovery.heartbeats", "recovery.incident-commands")

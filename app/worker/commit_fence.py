@@ -157,6 +157,14 @@ class CommitFence:
             except RangeNotRead as partial:  # past what was read nothing is known
                 records = partial.records
                 read_to = records[-1].offset + 1 if records else first
+            except Exception as exc:
+                # Nothing is known past `first`: commit up to it, and look again next time
+                # (a commit that raised would stop Faust's committing for good).
+                result[tp] = first
+                log.warning("%s[%d]: offsets %d-%d could not be read to check the commit "
+                            "(%r); committing up to %d", tp.topic, tp.partition, first,
+                            offset - 1, exc, first)
+                continue
             present = [record.offset for record in records]
             for missing in sorted(set(range(first, read_to)) - set(present)):
                 self.offsets.handled(key, missing)  # no record there: nothing to handle
@@ -170,7 +178,11 @@ class CommitFence:
                       "handled (%s); committing up to %d and reading from %d again",
                       tp.topic, tp.partition, offset, len(unhandled), spans(unhandled),
                       allowed, allowed)
-            await self.seek(key, allowed)
+            try:
+                await self.seek(key, allowed)
+            except Exception as exc:  # held all the same; the next commit seeks again
+                log.error("%s[%d]: could not seek back to %d: %r", tp.topic, tp.partition,
+                          allowed, exc)
         return result
 
 

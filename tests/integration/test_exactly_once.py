@@ -20,7 +20,7 @@ from app.contracts.failure_event import new_failure_event
 from app.contracts.lifecycle import TERMINAL_OUTCOMES
 from app.kafka.config import producer_config
 from app.settings import Settings
-from tests.integration.test_pipeline import caught_up
+from tests.integration.test_pipeline import why_not_caught_up
 from tests.kafka_helpers import TopicReader, locked_codec
 
 # One xdist process runs the kill-and-restart tests one after another (scripts/test, -n 2).
@@ -104,11 +104,16 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(applied_topics, worker_
     assert done, (len(outcomes.per_event), second.log_tail())
     # Anything late would be a duplicate: wait until the worker has processed every input
     # it has, then read its outputs to the end.
-    if not caught_up(applied_topics, reader, [settings.topic("recovery.events")], timeout=120):
+    why = why_not_caught_up(applied_topics, reader, [settings.topic("recovery.events")],
+                            timeout=120)
+    if why is not None:
         state = second.consumer_state()
         (tmp_path / "consumer-state.json").write_text(state)
         (tmp_path / "consumer-tasks.txt").write_text(second.consumer_tasks())
-        raise AssertionError(f"the group's commits stayed behind; the worker's consumer: {state}")
+        log = second.log_path.read_text(errors="replace").splitlines()
+        notable = [line for line in log if "[ERROR]" in line or "[WARNING]" in line][-30:]
+        raise AssertionError(f"{why}; the worker's consumer: {state}; its last warnings and "
+                             "errors:\n" + "\n".join(notable))
     reader.close()
     outcomes.update(reader.messages)
     counts = outcomes.per_event

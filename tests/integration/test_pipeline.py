@@ -19,6 +19,7 @@ from tests.kafka_helpers import (
     assigned_inputs,
     lifecycle,
     locked_codec,
+    processed_behind,
     wait_processed,
 )
 
@@ -82,11 +83,21 @@ def caught_up(env: dict[str, str], reader: TopicReader, outputs: list[str],
               timeout: float = 60) -> bool:
     """The worker has processed its inputs up to their ends now, and `reader` has read
     `outputs` up to their ends after that: an extra output would be in hand."""
+    return why_not_caught_up(env, reader, outputs, timeout) is None
+
+
+def why_not_caught_up(env: dict[str, str], reader: TopicReader, outputs: list[str],
+                      timeout: float = 60) -> str | None:
+    """caught_up's wait; None once caught up, else which half of it did not happen."""
     bootstrap, group = env["KAFKA_BOOTSTRAP_SERVERS"], env["RECOVERY_APP_ID"]
     inputs = {env["RECOVERY_TOPIC_PREFIX"] + t for t in WORKER_INPUTS}
     inputs.update(assigned_inputs(bootstrap, group))
-    return (wait_processed(bootstrap, group, sorted(inputs), timeout)
-            and reader.read_to_end(outputs, timeout))
+    behind = processed_behind(bootstrap, group, sorted(inputs), timeout)
+    if behind:
+        return f"the group's commits stayed behind (committed, end): {behind}"
+    if not reader.read_to_end(outputs, timeout):
+        return f"the outputs {outputs} were not read to their ends in {timeout:.0f} s"
+    return None
 
 
 def health_checks_processed(env: dict[str, str], group: str, count: int,

@@ -123,6 +123,33 @@ def test_a_range_not_read_to_its_end_holds_the_commit_where_knowledge_ends():
     assert kafka.sought == [(KEY, 13)]
 
 
+def test_a_range_that_cannot_be_read_holds_the_commit_at_the_first_unhandled():
+    kafka = Kafka({KEY: 11}, {})
+    fence = kafka.fence()
+
+    def broken(topic, partition, start, end):
+        raise RuntimeError("broker gone")
+
+    fence.read_range = broken
+    fence.handled([(FAILURES, 10, o) for o in (11, 12, 20)])
+    # Nothing known past 13: committed up to it, no seek (the check is made again next time),
+    # and the commit itself does not raise (that would stop Faust's committing).
+    assert asyncio.run(fence.limit({tp(): 21})) == {tp(): 13}
+    assert kafka.sought == []
+
+
+def test_a_seek_that_fails_still_holds_the_commit():
+    kafka = Kafka({KEY: 11}, {KEY: list(range(0, 29))})
+    fence = kafka.fence()
+
+    async def failing_seek(key, offset):
+        raise TimeoutError
+
+    fence.seek = failing_seek
+    fence.handled([(FAILURES, 10, o) for o in (26, 27, 28)])
+    assert asyncio.run(fence.limit({tp(): 29})) == {tp(): 11}
+
+
 def test_a_partition_never_committed_has_the_earliest_offset_as_its_baseline():
     kafka = Kafka({}, {KEY: [3, 4, 5]}, low=3)
     fence = kafka.fence()
