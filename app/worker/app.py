@@ -243,9 +243,13 @@ def build(settings: Settings, *, replication_factor: int = 1) -> Recovery:
         offset_gaps.merge_gaps_once(app.consumer)
         await app.consumer._add_gap(TP(topic, partition), start, end - 1)
 
+    def earliest(topic: str, partition: int) -> int | None:
+        marks = committed.watermarks(topic, partition)
+        return marks[0] if marks is not None else None
+
     def skipped_records() -> offset_gaps.SkippedRecords:
         return offset_gaps.SkippedRecords(gap_reader_config, generation, assignment,
-                                          mark_done, committed)
+                                          mark_done, committed, earliest)
 
     incident_skipped = skipped_records()
 

@@ -200,9 +200,17 @@ class SkippedRecords:
     def __init__(self, consumer_config: dict[str, Any], generation: Callable[[], int],
                  assignment: Callable[[], set[tuple[str, int]]],
                  mark_done: Callable[[str, int, int, int], Awaitable[None]] | None = None,
-                 committed: Callable[[str, int], int | None] | None = None):
+                 committed: Callable[[str, int], int | None] | None = None,
+                 earliest: Callable[[str, int], int | None] | None = None):
         self.config = consumer_config
         self.committed = committed or CommittedOffsets(consumer_config)
+        # Where the group reads a partition it never committed from (the worker's consumer
+        # resets to the earliest offset): the partition's first offset, None if not known.
+        # Without it the first records of such a partition, dropped on their way, were not
+        # missed: a fault run's replacement worker handled an acknowledgement at offset 0 of
+        # a commands partition only after the commit fence sought back to it, a minute
+        # later and after the watchdog had dead-lettered the incident it completed.
+        self.earliest = earliest
         self.generation = generation
         self.assignment = assignment
         self.seen_assignment: set[tuple[str, int]] = set()
@@ -242,8 +250,12 @@ class SkippedRecords:
             self.seen_generation, self.seen_assignment = generation, assignment
         committed = None
         if (record.topic, record.partition) not in self.tracker.next_offset:
-            committed = await asyncio.get_running_loop().run_in_executor(
-                None, self.committed, record.topic, record.partition)
+            loop = asyncio.get_running_loop()
+            committed = await loop.run_in_executor(None, self.committed, record.topic,
+                                                   record.partition)
+            if committed is None and self.earliest is not None:
+                committed = await loop.run_in_executor(None, self.earliest, record.topic,
+                                                       record.partition)
         gap = self.tracker.skipped_before(record.topic, record.partition, record.offset,
                                           committed)
         if gap is not None:

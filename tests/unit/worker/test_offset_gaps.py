@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from app.pipeline.intake import RawRecord
 from app.worker import offset_gaps
 from app.worker.offset_gaps import ExpectedOffsets, SkippedRecords, kept_expectations
@@ -81,6 +83,41 @@ def test_skipped_records_are_handled_first_in_offset_order(monkeypatch):
     assert skipped.recovered == 3
     # Marked done once handled, before the record that revealed them.
     assert marked == [("in", 0, 3, 6, [1, 2, 3, 4, 5])]
+
+
+def test_a_partition_never_committed_expects_its_first_offset(monkeypatch):
+    # The fault run's lost order: no commit yet on a commands partition, and the record at
+    # its first offset dropped on its way; the first record handed over (5) reveals it.
+    reads = []
+
+    def fake_read(config, topic, partition, start, end, timeout_s=30.0):
+        reads.append((start, end))
+        return [record(o) for o in range(start, end)]
+
+    monkeypatch.setattr(offset_gaps, "read_range", fake_read)
+    handled: list[int] = []
+
+    async def handler(r: RawRecord) -> None:
+        handled.append(r.offset)
+
+    skipped = SkippedRecords({}, lambda: 1, lambda: {("in", 0)}, committed=lambda t, p: None,
+                             earliest=lambda t, p: 2)
+    asyncio.run(skipped.handle(record(5), handler))
+    assert reads == [(2, 5)]
+    assert handled == [2, 3, 4, 5]
+
+
+def test_with_neither_a_commit_nor_a_first_offset_known_nothing_is_read(monkeypatch):
+    monkeypatch.setattr(offset_gaps, "read_range", lambda *a, **k: pytest.fail("read"))
+    handled: list[int] = []
+
+    async def handler(r: RawRecord) -> None:
+        handled.append(r.offset)
+
+    skipped = SkippedRecords({}, lambda: 1, lambda: {("in", 0)}, committed=lambda t, p: None,
+                             earliest=lambda t, p: None)
+    asyncio.run(skipped.handle(record(5), handler))
+    assert handled == [5]
 
 
 def test_a_range_read_only_in_part_marks_only_what_was_read_as_done(monkeypatch):
