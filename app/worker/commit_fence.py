@@ -186,9 +186,17 @@ class CommitFence:
         return result
 
 
+FINAL_COMMIT_WAIT_S = 10.0
+
+
 def install(consumer: Any, fence: CommitFence) -> None:
     """Faust's commit (`Consumer._commit_tps`) with the fence between choosing the offsets
-    and publishing what is attached to them; as Faust's own, but for the fence."""
+    and publishing what is attached to them; as Faust's own, but for the fence. And Faust's
+    last commit at a stop (`commit_and_end_transactions`) made even when a commit is in
+    flight: Faust's returns without committing then, and that commit chose its offsets
+    before the agents' last acks, so a worker stopped by SIGTERM right after a batch left
+    it uncommitted and its successor handled it again (test_metrics_restart counted 9
+    escalations for 7, in 3 of 6 clean-clone gates)."""
     if getattr(consumer, "_commit_fenced", False):
         return
     from faust.exceptions import ProducerSendError
@@ -207,5 +215,16 @@ def install(consumer: Any, fence: CommitFence) -> None:
         return bool(await consumer._commit_offsets(
             commit_offsets, start_new_transaction=start_new_transaction))
 
+    async def final_commit() -> None:
+        in_flight = consumer._commit_fut
+        if in_flight is not None:
+            # Bounded: the worker's shutdown has a deadline of its own as well.
+            await asyncio.wait({in_flight}, timeout=FINAL_COMMIT_WAIT_S)
+            if not in_flight.done():
+                log.warning("the commit in flight at the stop did not finish within %.0f s",
+                            FINAL_COMMIT_WAIT_S)
+        await consumer.commit(start_new_transaction=False)
+
     consumer._commit_tps = commit_tps
+    consumer.commit_and_end_transactions = final_commit
     consumer._commit_fenced = True

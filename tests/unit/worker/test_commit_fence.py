@@ -197,6 +197,47 @@ def test_faust_commits_what_the_fence_allows_and_publishes_only_that():
     assert consumer.attached == consumer.committed == [{tp(): 11}]
 
 
+def test_the_last_commit_at_a_stop_waits_for_one_in_flight_and_then_commits():
+    kafka = Kafka({KEY: 11}, {KEY: list(range(0, 29))})
+    consumer = Consumer({tp(): 29})
+    consumer._commit_fut = None
+    calls: list[str] = []
+
+    async def commit(start_new_transaction=True):
+        # As Faust's: nothing is committed while another commit is in flight.
+        calls.append("skipped" if consumer._commit_fut is not None else "committed")
+
+    consumer.commit = commit
+    install(consumer, kafka.fence())
+
+    async def stop() -> None:
+        consumer._commit_fut = asyncio.get_running_loop().create_future()
+
+        async def periodic_commit_finishes() -> None:
+            await asyncio.sleep(0.05)
+            fut, consumer._commit_fut = consumer._commit_fut, None
+            fut.set_result(None)
+
+        finishing = asyncio.ensure_future(periodic_commit_finishes())
+        await consumer.commit_and_end_transactions()
+        await finishing
+
+    asyncio.run(stop())
+    assert calls == ["committed"]
+
+
+def test_faust_s_last_commit_is_the_one_the_stop_makes():
+    # Faust's consumer commits for the last time through commit_and_end_transactions when it
+    # stops (the replacement above); a Faust upgrade that changes that fails here.
+    import inspect
+
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    assert "commit_and_end_transactions" in inspect.getsource(FaustConsumer.on_stop)
+    assert "commit_and_end_transactions" in inspect.getsource(FaustConsumer.wait_empty)
+    assert "_commit_fut" in inspect.getsource(FaustConsumer.maybe_wait_for_commit_to_finish)
+
+
 def test_faust_s_commit_has_the_shape_the_fence_replaces():
     # The fence takes the place of Faust's private Consumer._commit_tps and calls the three
     # steps it is made of; a Faust upgrade that changes them fails here.
