@@ -181,6 +181,17 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait()
 
+    def exit_code(self, timeout: float) -> int | None:
+        """The code the worker exits with by itself within `timeout` (None: it did not; it
+        is stopped then)."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            self.stop()
+
     def consumer_state(self) -> str:
         """The worker's /debug/consumer-state (where its consumer stands), for a failure's
         message; the error itself if the worker does not answer."""

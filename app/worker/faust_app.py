@@ -16,6 +16,8 @@ from typing import Any
 
 import faust
 
+log = logging.getLogger(__name__)
+
 # Each table partition is its own RocksDB database. Faust's defaults give every one a 64 MB
 # write buffer (three of them) and a 2 GB block cache, so with ten tables of twelve
 # partitions the worker's memory had no useful bound: nothing is flushed to disk until a
@@ -104,7 +106,7 @@ class RecoveryFaustApp(faust.App):
             try:
                 await fun()
             except Exception:  # the next tick runs again
-                logging.getLogger(__name__).exception("%s failed", fun.__qualname__)
+                log.exception("%s failed", fun.__qualname__)
 
     def Table(self, name: str, **kwargs: Any) -> Any:  # noqa: N802 (Faust's name)
         kwargs.setdefault("options", dict(TABLE_STORE_OPTIONS))  # Faust pops from it

@@ -8,7 +8,6 @@ and every failure event gets its outcome."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,12 +108,7 @@ def test_a_partition_that_never_gets_through_ends_in_a_rejoin_and_then_exit_4(ap
     produce_failures(settings, locked_codec())
     log_path = tmp_path / "worker.log"
     worker = dropping_worker(applied_topics, settings, log_path, always=True)
-    try:
-        code = worker.proc.wait(150)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:
-        worker.stop()
+    code = worker.exit_code(150)
     text = log_path.read_text(errors="replace")
     assert code == 4, text[-3000:]
     seek, rejoin, leave = (text.find(f"rescue: {step}") for step in ("seek", "rejoin", "exit"))

@@ -9,7 +9,6 @@ for its supervisor."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -72,12 +71,7 @@ def test_a_failed_assignment_is_rejoined_past_the_bound_and_the_worker_goes_on(
 def test_a_rebalance_that_never_ends_ends_in_exit_4(applied_topics, tmp_path: Path):
     log_path = tmp_path / "worker.log"
     worker = failing_worker(applied_topics, log_path, always=True)
-    try:
-        code = worker.proc.wait(120)
-    except subprocess.TimeoutExpired:
-        code = None
-    finally:
-        worker.stop()
+    code = worker.exit_code(120)
     text = log_path.read_text(errors="replace")
     assert code == 4, text[-3000:]
     rejoin, leave = text.find("rescue: rejoin"), text.find("rescue: exit")
