@@ -59,6 +59,7 @@ from app.client.consumer import ensure_topic  # noqa: E402
 from app.contracts import headers as h  # noqa: E402
 from app.contracts import lifecycle  # noqa: E402
 from app.kafka.config import admin_config, consumer_config, producer_config  # noqa: E402
+from app.kafka.topics import wait_for_leaders  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.integration.test_exactly_once import TERMINAL, failure  # noqa: E402
 from tests.kafka_helpers import locked_codec  # noqa: E402
@@ -609,6 +610,8 @@ class Run:
         admin = AdminClient(admin_config(self.settings))
         names = [self.settings.topic(t) for t in ("recovery.failures", "recovery.events",
                                                   "recovery.dlq", "recovery.poison")]
+        # Just applied on a fresh cluster: the broker asked may not list them yet.
+        wait_for_leaders(admin, names, timeout=60)
         metadata = admin.list_topics(timeout=30)
         resources = [ConfigResource(ConfigResource.Type.TOPIC, name) for name in names]
         configs = {r.name: f.result() for r, f in admin.describe_configs(resources).items()}
